@@ -1,0 +1,1 @@
+"""atelier's engine: Optuna searches over Keras image classifiers, recorded in MLflow."""

@@ -1,0 +1,170 @@
+"""The `atelier` command line: a thin layer over the study, the store and the MLflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from search.errors import SetupError  # noqa: E402
+
+EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `atelier` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except SetupError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"atelier: error: {error}", file=sys.stderr)
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("atelier: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description=__doc__.split(":")[0] + ": hyperparameter "
+                                     "search for Keras image classifiers, recorded in MLflow.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="search a space on an objective", description=(
+        "Run (or resume) a study until it holds --trials completed or pruned trials. "
+        "Flags override the objective file, which overrides built-in defaults."))
+    run.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
+    run.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
+    run.add_argument("--trials", type=int, help="the study's target of completed and pruned trials")
+    run.add_argument("--max-epochs", type=int, help="epochs a trial may train at most")
+    run.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    run.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
+    run.add_argument("--seed", type=int, help="seed of the data split and the sampler")
+    run.add_argument("--sampler", help="tpe, random, cmaes or gp")
+    run.add_argument("--pruner", help="hyperband, median, halving or none")
+    run.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    run.add_argument("--quiet", action="store_true", help="print only the summary")
+    _store_flags(run)
+    run.set_defaults(command=_run)
+
+    show = commands.add_parser("show", help="print a study's trials, best first")
+    show.add_argument("--study", help="study name (default: the most recent)")
+    show.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _store_flags(show)
+    show.set_defaults(command=_show)
+
+    ui = commands.add_parser("ui", help="browse the trials in the MLflow UI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    _store_flags(ui)
+    ui.set_defaults(command=_ui)
+    return parser
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=Path("mlruns"), help="local store folder (./mlruns)")
+    parser.add_argument("--storage", help="Optuna storage: a journal file, sqlite:///... or postgresql://...")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _store(args: argparse.Namespace):
+    from search.study import Store
+    from search.tracking import check_tracking_uri
+
+    store = Store(args.store, args.storage, args.tracking_uri)
+    store.check()
+    check_tracking_uri(store.tracking)
+    return store
+
+
+def _run(args: argparse.Namespace) -> int:
+    from search.config import check_objective, load_objective, load_space
+
+    objective = load_objective(args.objective)
+    overrides = {"trials": args.trials, "max_epochs": args.max_epochs, "timeout": args.timeout,
+                 "seed": args.seed, "sampler": args.sampler, "pruner": args.pruner}
+    objective = check_objective(replace(objective, **{k: v for k, v in overrides.items() if v is not None}))
+    space = load_space(args.space or objective.space)
+    store = _store(args)
+    study_name = args.study or f"{objective.name}-{space.name}"
+
+    from search.data import load_search_data
+
+    started = time.perf_counter()
+    data = load_search_data(objective, args.data_dir)
+    if not args.quiet:
+        print(f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
+              f"from {data.source} in {time.perf_counter() - started:.2f} s")
+    from search.progress import Progress
+    from search.study import open_study, optimize
+    from search.tracking import Tracker
+    from search.trial import SearchContext
+
+    tracker = Tracker(store.tracking)
+    study = open_study(study_name, store.storage(), objective, space, objective.sampler, objective.pruner,
+                       objective.seed, objective.max_epochs, objective.trials)
+    experiment_id = tracker.experiment(study_name, {"atelier.study": study_name, "atelier.space": space.name,
+                                                    "atelier.objective": objective.name})
+    study.set_user_attr("mlflow_experiment_id", experiment_id)
+    ctx = SearchContext(study_name, objective, space, data, tracker, experiment_id,
+                        tracker.dataset_inputs(data), objective.max_epochs)
+    progress = Progress(study, objective, quiet=args.quiet)
+    progress.start()
+    optimize(study, ctx, objective.trials, objective.timeout, progress.trial_done)
+    progress.summary(f"{tracker.uri} experiment {experiment_id}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from search.report import trials_table
+
+    import optuna
+
+    from search.study import latest_study_name
+
+    storage = _store(args).existing_storage()
+    name = args.study or latest_study_name(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
+    table = trials_table(study)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(f"study {name}: {len(table)} trials, best first")
+        print(table.to_string(index=False) if len(table) else "(no trials yet)")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    store = _store(args)
+    from search.tracking import runs_page
+
+    url = f"http://{args.host}:{args.port}"
+    page = runs_page(store.tracking, url)
+    print(f"MLflow UI at {url}; trials at {page}\n(Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking,
+               "--host", args.host, "--port", str(args.port)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Read and validate `spaces/*.toml` and `objectives/*.toml` into frozen dataclasses.
+
+Every error is a `SetupError` whose one line names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from search.errors import SetupError
+from search.schema import EPOCH_METRICS, PARAMETERS, ParamSpec, Scalar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("hyperband", "median", "halving", "none")
+DATA_SOURCES = ("idx", "csv", "digits", "loader")
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A parameter held at one value."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric parameter drawn from [low, high], on a log scale or in steps."""
+
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A parameter drawn from a list of values."""
+
+    choices: tuple[Scalar, ...]
+
+
+Distribution = Fixed | Range | Choice
+
+
+@dataclass(frozen=True)
+class Space:
+    """What may vary in a search, and within what range."""
+
+    name: str
+    path: Path
+    params: Mapping[str, Distribution]
+    description: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where an objective's images come from and how the training part is split."""
+
+    source: str
+    dir: Path | None = None
+    train: Path | None = None
+    test: Path | None = None
+    loader: str | None = None
+    class_names: tuple[str, ...] = ()
+    validation_fraction: float = 0.1
+    subsample: float | int = 1.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a search optimizes: data, split, monitored metric and budget."""
+
+    name: str
+    path: Path
+    data: DataConfig
+    space: str = "cnn"
+    metric: str = "val_loss"
+    trials: int = 20
+    max_epochs: int = 10
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    seed: int = 0
+    max_params: int = 2_000_000
+
+    @property
+    def direction(self) -> str:
+        """`minimize` for a loss, `maximize` for an accuracy."""
+        return "minimize" if self.metric.endswith("loss") else "maximize"
+
+
+def resolve(kind: str, name_or_path: str) -> Path:
+    """Find `spaces/NAME.toml` (or `objectives/...`) in the working folder, then in atelier's own."""
+    given = Path(name_or_path)
+    if given.suffix == ".toml" or given.parent != Path("."):
+        if given.is_file():
+            return given
+        raise SetupError(f"{kind[:-1]} file {given} does not exist; check the path")
+    places = [Path.cwd() / kind, REPO_ROOT / kind]
+    for folder in places:
+        candidate = folder / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for folder in places if folder.is_dir() for p in folder.glob("*.toml")})
+    raise SetupError(
+        f"unknown {kind[:-1]} '{name_or_path}'{_did_you_mean(name_or_path, known)}; "
+        f"choose one of: {', '.join(known) or '(none found)'}, or give a path to a .toml file"
+    )
+
+
+def load_space(name_or_path: str) -> Space:
+    """Read and validate a search-space file."""
+    path = resolve("spaces", name_or_path)
+    text, table = _read_toml(path)
+    where = _Where(path)
+    _reject_unknown(where, "", table, ("description", "params"))
+    params_table = table.get("params", {})
+    where.require(isinstance(params_table, dict), "params", "must be a table: [params]")
+    params = {}
+    for key, raw in params_table.items():
+        spec = PARAMETERS.get(key)
+        if spec is None:
+            where.fail(f"params.{key}", f"unknown parameter{_did_you_mean(key, PARAMETERS)}; "
+                       f"known: {', '.join(PARAMETERS)}")
+        params[key] = _distribution(where, f"params.{key}", spec, raw)
+    description = table.get("description", "")
+    where.require(isinstance(description, str), "description", "must be a string")
+    return Space(name=path.stem, path=path, params=params, description=description, text=text)
+
+
+def load_objective(name_or_path: str) -> Objective:
+    """Read and validate an objective file."""
+    path = resolve("objectives", name_or_path)
+    _, table = _read_toml(path)
+    where = _Where(path)
+    _reject_unknown(where, "", table, ("description", "data", "search"))
+    data = _data_config(where, path, table.get("data"))
+    search = table.get("search", {})
+    where.require(isinstance(search, dict), "search", "must be a table: [search]")
+    fields = {"space": str, "metric": str, "trials": int, "max_epochs": int, "timeout": float,
+              "sampler": str, "pruner": str, "seed": int, "max_params": int}
+    _reject_unknown(where, "search", search, tuple(fields))
+    values = {key: _typed(where, f"search.{key}", search[key], fields[key]) for key in search}
+    objective = Objective(name=path.stem, path=path, data=data, **values)
+    return check_objective(objective, where)
+
+
+def check_objective(objective: Objective, where: _Where | None = None) -> Objective:
+    """Validate the search settings of an objective, after flags have overridden the file."""
+    where = where or _Where(objective.path)
+    where.require(objective.metric in EPOCH_METRICS, "search.metric",
+                  f"training does not produce '{objective.metric}'; "
+                  f"monitor one of {', '.join(EPOCH_METRICS)}")
+    where.require(objective.sampler in SAMPLERS, "search.sampler",
+                  f"unknown sampler '{objective.sampler}'; use one of {', '.join(SAMPLERS)}")
+    where.require(objective.pruner in PRUNERS, "search.pruner",
+                  f"unknown pruner '{objective.pruner}'; use one of {', '.join(PRUNERS)}")
+    where.require(objective.trials >= 1, "search.trials", "must be at least 1")
+    where.require(objective.max_epochs >= 1, "search.max_epochs", "must be at least 1")
+    where.require(objective.max_params >= 1, "search.max_params", "must be at least 1")
+    where.require(objective.timeout is None or objective.timeout > 0, "search.timeout",
+                  "must be a positive number of seconds")
+    return objective
+
+
+class _Where:
+    """Formats errors that name the file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> None:
+        raise SetupError(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
+
+    def require(self, condition: bool, key: str, problem: str) -> None:
+        if not condition:
+            self.fail(key, problem)
+
+
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SetupError(f"{path}: malformed TOML ({error}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SetupError(f"{path}: cannot read ({error})") from None
+
+
+def _did_you_mean(word: str, known: Any) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _reject_unknown(where: _Where, prefix: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in known:
+            where.fail(f"{prefix}.{key}" if prefix else key,
+                       f"unknown key{_did_you_mean(key, known)}; known: {', '.join(known)}")
+
+
+def _typed(where: _Where, key: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        where.fail(key, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distribution:
+    if not isinstance(raw, dict):
+        problem = spec.check(raw)
+        where.require(problem is None, key, f"{problem}; fix the value")
+        return Fixed(float(raw) if spec.type is float else raw)
+    if "choices" in raw:
+        _reject_unknown(where, key, raw, ("choices",))
+        choices = raw["choices"]
+        where.require(isinstance(choices, list), key, "choices must be a list, e.g. {choices = [32, 64]}")
+        where.require(len(choices) > 0, key, "choices is empty; list at least one value")
+        for value in choices:
+            problem = spec.check(value)
+            where.require(problem is None, key, f"choice {problem}")
+        return Choice(tuple(float(v) if spec.type is float else v for v in choices))
+    _reject_unknown(where, key, raw, ("low", "high", "log", "step"))
+    where.require(spec.type in (int, float), key,
+                  f"a {spec.type.__name__} parameter takes a constant or {{choices = [...]}}, not a range")
+    where.require("low" in raw and "high" in raw, key, "a range needs both low and high, e.g. {low = 1, high = 3}")
+    low, high = raw["low"], raw["high"]
+    for bound, value in (("low", low), ("high", high)):
+        problem = spec.check(value)
+        where.require(problem is None, f"{key}.{bound}", f"{problem}")
+    where.require(low <= high, key, f"low {low} is above high {high}; swap them")
+    log = raw.get("log", False)
+    where.require(isinstance(log, bool), f"{key}.log", "must be true or false")
+    where.require(not log or low > 0, key, "a log range needs low > 0")
+    step = raw.get("step")
+    if step is not None:
+        where.require(isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0,
+                      f"{key}.step", "must be a positive number")
+        where.require(spec.type is float or isinstance(step, int), f"{key}.step", "must be an integer")
+        where.require(not log, key, "give either log = true or a step, not both")
+    if spec.type is float:
+        return Range(float(low), float(high), log, None if step is None else float(step))
+    return Range(low, high, log, step)
+
+
+def _data_config(where: _Where, path: Path, raw: Any) -> DataConfig:
+    where.require(isinstance(raw, dict), "data", "missing [data] table with at least source = \"idx\"")
+    fields = {"source": str, "dir": str, "train": str, "test": str, "loader": str,
+              "class_names": list, "validation_fraction": float, "subsample": float}
+    _reject_unknown(where, "data", raw, tuple(fields))
+    where.require("source" in raw, "data.source", f"missing; use one of {', '.join(DATA_SOURCES)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "subsample" and isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            values[key] = value
+            continue
+        values[key] = _typed(where, f"data.{key}", value, fields[key])
+    source = values["source"]
+    where.require(source in DATA_SOURCES, "data.source",
+                  f"unknown source '{source}'; use one of {', '.join(DATA_SOURCES)}")
+    for key in ("dir", "train", "test"):
+        if key in values:
+            folder = Path(values[key]).expanduser()
+            values[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
+    if "class_names" in values:
+        names = values["class_names"]
+        where.require(all(isinstance(n, str) for n in names) and len(names) >= 2,
+                      "data.class_names", "must list at least two names as strings")
+        values["class_names"] = tuple(names)
+    if source == "csv":
+        where.require("train" in values, "data.train", "a csv source needs train = \"path/to/train.csv\"")
+    if source == "loader":
+        where.require(":" in values.get("loader", ""), "data.loader",
+                      "a loader source needs loader = \"package.module:function\"")
+    fraction = values.get("validation_fraction", 0.1)
+    where.require(0 < fraction < 1, "data.validation_fraction", "must be between 0 and 1, e.g. 0.1")
+    subsample = values.get("subsample", 1.0)
+    where.require(0 < subsample <= 1 or isinstance(subsample, int), "data.subsample",
+                  "must be a fraction in (0, 1] or a count of images above 1")
+    return DataConfig(**values)

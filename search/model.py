@@ -1,0 +1,98 @@
+"""Build a compiled Keras classifier from a flat parameter dict; knows nothing of Optuna or MLflow."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import keras
+
+from search.schema import PARAMETERS, Scalar
+
+
+class UnbuildableModel(ValueError):
+    """The parameters describe a network that cannot exist for this input."""
+
+
+def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """A compiled classifier that takes raw 0-255 pixels of `input_shape` and outputs class probabilities."""
+    p = {name: params.get(name, spec.default) for name, spec in PARAMETERS.items()} | dict(params)
+    check_buildable(p, input_shape)
+    regularizer = keras.regularizers.L2(p["l2"]) if p["l2"] else None
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    augmentation = _augmentation(p)
+    x = augmentation(inputs) if augmentation.layers else inputs
+    x = keras.layers.Rescaling(1.0 / 255, name="scale")(x)
+    for block in range(int(p["conv_blocks"])):
+        for layer in range(int(p["conv_layers"])):
+            x = keras.layers.Conv2D(
+                int(p[f"conv_filters_{block}"]), int(p["conv_kernel_size"]), padding=str(p["conv_padding"]),
+                use_bias=not p["conv_batch_norm"], kernel_regularizer=regularizer,
+                name=f"conv{block}_{layer}",
+            )(x)
+            if p["conv_batch_norm"]:
+                x = keras.layers.BatchNormalization(name=f"conv{block}_{layer}_bn")(x)
+            x = keras.layers.Activation("relu", name=f"conv{block}_{layer}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
+        if p["conv_dropout"]:
+            x = keras.layers.Dropout(float(p["conv_dropout"]), name=f"pool{block}_dropout")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for layer in range(int(p["dense_layers"])):
+        x = keras.layers.Dense(int(p[f"dense_units_{layer}"]), use_bias=not p["dense_batch_norm"],
+                               kernel_regularizer=regularizer, name=f"dense{layer}")(x)
+        if p["dense_batch_norm"]:
+            x = keras.layers.BatchNormalization(name=f"dense{layer}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"dense{layer}_relu")(x)
+        if p["dense_dropout"]:
+            x = keras.layers.Dropout(float(p["dense_dropout"]), name=f"dense{layer}_dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes")(x)
+    model = keras.Model(inputs, outputs, name="atelier")
+    model.compile(
+        optimizer=_optimizer(str(p["optimizer"]), float(p["learning_rate"])),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) -> None:
+    """Raise `UnbuildableModel` when the convolution stack shrinks the image to nothing."""
+    height, width = input_shape[0], input_shape[1]
+    kernel = int(params["conv_kernel_size"])
+    for block in range(int(params["conv_blocks"])):
+        for layer in range(int(params["conv_layers"])):
+            if params["conv_padding"] == "valid":
+                height, width = height - kernel + 1, width - kernel + 1
+            if min(height, width) < 1:
+                raise UnbuildableModel(
+                    f"conv block {block + 1} layer {layer + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
+                    f"input to nothing ({kernel}x{kernel} kernel, valid padding)")
+        height, width = height // 2, width // 2
+        if min(height, width) < 1:
+            raise UnbuildableModel(
+                f"pooling after conv block {block + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
+                f"input to nothing; use fewer blocks or 'same' padding")
+
+
+def _augmentation(p: Mapping[str, Scalar]) -> keras.Sequential:
+    """Random transforms of raw pixels; Keras runs them in training only."""
+    layers: list[keras.layers.Layer] = []
+    if p["aug_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", name="flip"))
+    if p["aug_translate"]:
+        shift = float(p["aug_translate"])
+        layers.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant", name="translate"))
+    if p["aug_rotate"]:
+        layers.append(keras.layers.RandomRotation(float(p["aug_rotate"]), fill_mode="constant", name="rotate"))
+    if p["aug_zoom"]:
+        zoom = float(p["aug_zoom"])
+        layers.append(keras.layers.RandomZoom(zoom, zoom, fill_mode="constant", name="zoom"))
+    if p["aug_erase"]:
+        layers.append(keras.layers.RandomErasing(float(p["aug_erase"]), value_range=(0, 255), name="erase"))
+    return keras.Sequential(layers, name="augment")
+
+
+def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)

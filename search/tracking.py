@@ -1,0 +1,130 @@
+"""Everything MLflow: one experiment per study, one run per trial, its metrics, data and weights."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+import keras
+import mlflow.data
+from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from optuna.trial import TrialState
+
+from search.data import SearchData
+from search.errors import SetupError
+from search.schema import Scalar
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "databricks")
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
+MODEL_FILE = "model.keras"
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def run_name(number: int) -> str:
+    """The MLflow run name of Optuna trial `number`."""
+    return f"trial-{number:04d}"
+
+
+def check_tracking_uri(uri: str) -> str:
+    """`uri` if MLflow can track to it; a SetupError naming the accepted forms otherwise."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise SetupError(f"tracking URI '{redact(uri)}' is not one MLflow can use; give sqlite:///path/mlflow.db, "
+                         "postgresql://host/db or http://host:5000")
+    return uri
+
+
+def redact(uri: str) -> str:
+    """`uri` with any password replaced by ***."""
+    parsed = urlparse(uri)
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@", 1)
+    return uri
+
+
+def runs_page(tracking_uri: str, server_url: str) -> str:
+    """The address of the newest study's table of runs in the MLflow UI (its 'Model training' view)."""
+    experiments = MlflowClient(tracking_uri).search_experiments(
+        filter_string="tags.`atelier.study` != ''", order_by=["last_update_time DESC"], max_results=1)
+    return f"{server_url}/#/experiments/{experiments[0].experiment_id}/runs" if experiments else server_url
+
+
+class Tracker:
+    """Records a study's trials in MLflow through one client."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.uri = check_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+
+    def experiment(self, study_name: str, tags: Mapping[str, str]) -> str:
+        """The id of the study's experiment, created on first use."""
+        found = self.client.get_experiment_by_name(study_name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(study_name, artifact_location=self._artifact_location(study_name),
+                                                 tags=dict(tags))
+        except MlflowException:
+            found = self.client.get_experiment_by_name(study_name)  # another worker created it first
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def dataset_inputs(self, data: SearchData) -> list[DatasetInput]:
+        """The search's train and validation splits as MLflow dataset inputs (digest, sizes), computed once."""
+        inputs = []
+        for context, images in (("train", data.train), ("validation", data.val)):
+            with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{data.name}-{context}",
+                                                 source=data.source)
+            inputs.append(DatasetInput(Dataset(**dataset.to_dict()),
+                                       tags=[InputTag("mlflow.data.context", context)]))
+        return inputs
+
+    def start_trial(self, experiment_id: str, study_name: str, number: int, params: Mapping[str, Scalar],
+                    inputs: list[DatasetInput]) -> str:
+        """Open the trial's run with its parameters and data; return its id."""
+        run = self.client.create_run(experiment_id, run_name=run_name(number), tags={
+            "atelier.kind": "trial", "atelier.study": study_name, "atelier.trial_number": str(number),
+            "atelier.state": TrialState.RUNNING.name,
+        })
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_inputs(run_id, datasets=inputs)
+        return run_id
+
+    def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        """One epoch's metrics, at step = epoch number (1-based)."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+
+    def log_model_file(self, run_id: str, model: keras.Model) -> None:
+        """The model as a plain `.keras` artifact: far cheaper than a full MLflow model."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / MODEL_FILE
+            model.save(path)
+            self.client.log_artifact(run_id, str(path))
+
+    def finish_trial(self, run_id: str, state: TrialState, summary: Mapping[str, float], reason: str = "") -> None:
+        """Close the run with its summary metrics and its state (and the reason, if it did not complete)."""
+        now = int(time.time() * 1000)
+        tags = [RunTag("atelier.state", state.name)] + ([RunTag("atelier.reason", reason[:5000])] if reason else [])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()], tags=tags)
+        self.client.set_terminated(run_id, RUN_STATUS.get(state, "KILLED"))
+
+    def _artifact_location(self, study_name: str) -> str | None:
+        """Artifacts beside a local SQLite store (`<store>/artifacts/<study>`); a server chooses its own."""
+        parsed = urlparse(self.uri)
+        if parsed.scheme != "sqlite":
+            return None
+        database = Path(self.uri.removeprefix("sqlite:///")).resolve()
+        return (database.parent / "artifacts" / study_name).as_uri()

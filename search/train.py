@@ -1,0 +1,117 @@
+"""Fit one trial's model: pruning on the monitored metric, per-epoch reports, best-epoch weights, NaN guard."""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import keras
+import numpy as np
+import optuna
+
+from search.data import SearchData
+from search.errors import SetupError
+from search.schema import Scalar
+
+EpochHook = Callable[[int, Mapping[str, float]], None]
+
+
+class FitOutcome(enum.Enum):
+    """How training ended."""
+
+    COMPLETED = "completed"
+    PRUNED = "pruned"
+    DIVERGED = "diverged"
+
+
+@dataclass
+class FitResult:
+    """What one fit produced; the model holds its best epoch's weights afterwards."""
+
+    outcome: FitOutcome
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+class _Diverged(Exception):
+    pass
+
+
+class _Watch(keras.callbacks.Callback):
+    """Each epoch: guard against non-finite metrics, hand the metrics on, keep the best weights, prune."""
+
+    def __init__(self, monitor: str, direction: str, trial: optuna.trial.BaseTrial | None,
+                 on_epoch: EpochHook | None) -> None:
+        super().__init__()
+        self.monitor, self.sign = monitor, (1.0 if direction == "minimize" else -1.0)
+        self.trial, self.on_epoch = trial, on_epoch
+        self.history: list[dict[str, float]] = []
+        self.best_epoch, self.best_score = 0, math.inf
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.history.append(metrics)
+        step = epoch + 1
+        if self.on_epoch is not None:
+            self.on_epoch(step, metrics)
+        if self.monitor not in metrics:
+            raise SetupError(f"training does not produce '{self.monitor}' (it reports "
+                             f"{', '.join(sorted(metrics))}); monitor one of those")
+        broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+        if broken:
+            raise _Diverged(f"{', '.join(broken)} became non-finite at epoch {step}")
+        score = self.sign * metrics[self.monitor]
+        if score < self.best_score:
+            self.best_epoch, self.best_score = step, score
+            self.best_weights = self.model.get_weights()
+        if self.trial is not None:
+            self.trial.report(metrics[self.monitor], step)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
+
+
+class _CosineDecay(keras.callbacks.Callback):
+    """Cosine decay of the learning rate over the trial's epoch budget, set at each epoch's start."""
+
+    def __init__(self, initial: float, epochs: int) -> None:
+        super().__init__()
+        self.initial, self.epochs = initial, epochs
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.model.optimizer.learning_rate = self.initial * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+
+
+def fit(model: keras.Model, data: SearchData, params: Mapping[str, Scalar], *, max_epochs: int,
+        monitor: str, direction: str, trial: optuna.trial.BaseTrial | None = None,
+        on_epoch: EpochHook | None = None, verbose: int = 0) -> FitResult:
+    """Train for up to `max_epochs`, reporting `monitor` to `trial` each epoch so its pruner can stop it."""
+    watch = _Watch(monitor, direction, trial, on_epoch)
+    callbacks: list[keras.callbacks.Callback] = [watch]
+    if params.get("lr_schedule") == "cosine":
+        callbacks.insert(0, _CosineDecay(float(params["learning_rate"]), max_epochs))
+    outcome, reason = FitOutcome.COMPLETED, ""
+    started = time.perf_counter()
+    try:
+        model.fit(data.train.x, data.train.y, batch_size=int(params["batch_size"]), epochs=max_epochs,
+                  validation_data=(data.val.x, data.val.y), callbacks=callbacks, verbose=verbose)
+    except optuna.TrialPruned as pruned:
+        outcome, reason = FitOutcome.PRUNED, str(pruned)
+    except _Diverged as diverged:
+        outcome, reason = FitOutcome.DIVERGED, str(diverged)
+    fit_seconds = time.perf_counter() - started
+    if watch.best_weights is not None and outcome is FitOutcome.COMPLETED:
+        model.set_weights(watch.best_weights)
+    best = watch.history[watch.best_epoch - 1] if watch.best_epoch else {}
+    return FitResult(outcome, watch.history, watch.best_epoch, best, fit_seconds, reason)

@@ -1,0 +1,119 @@
+"""One trial end to end: sample, build, fit, record; the glue between Optuna, Keras and MLflow."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+
+import keras
+import optuna
+from mlflow.entities import DatasetInput
+from optuna.trial import TrialState
+
+from search.config import Objective, Space
+from search.data import SearchData
+from search.errors import SetupError
+from search.model import UnbuildableModel, build_model
+from search.space import sample
+from search.tracking import Tracker
+from search.train import FitOutcome, FitResult, fit
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything a trial needs that stays the same for the whole search."""
+
+    study_name: str
+    objective: Objective
+    space: Space
+    data: SearchData
+    tracker: Tracker
+    experiment_id: str
+    inputs: list[DatasetInput]
+    max_epochs: int
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """How a trial ended, for Optuna's `tell` and the terminal."""
+
+    number: int
+    state: TrialState
+    value: float | None
+    reason: str = ""
+    summary: dict[str, float] = field(default_factory=dict)
+
+
+def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
+    """Run one trial and record it; a broken trial is reported as failed, never raised.
+
+    A `SetupError` or Ctrl-C closes the trial's run as failed and propagates: the search must stop.
+    """
+    started = time.perf_counter()
+    params = sample(trial, ctx.space)
+    run_id = ctx.tracker.start_trial(ctx.experiment_id, ctx.study_name, trial.number, params, ctx.inputs)
+    trial.set_user_attr("mlflow_run_id", run_id)
+    try:
+        state, value, reason, model, summary = _build_and_fit(trial, ctx, params, run_id)
+        if model is not None:
+            ctx.tracker.log_model_file(run_id, model)
+    except (SetupError, KeyboardInterrupt) as error:
+        reason = "interrupted by the user" if isinstance(error, KeyboardInterrupt) else str(error)
+        _forget_models()
+        _close(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
+        raise
+    del model
+    _forget_models()
+    summary["trial_seconds"] = time.perf_counter() - started
+    _close(trial, ctx, run_id, state, reason, summary)
+    return TrialReport(trial.number, state, value, reason, summary)
+
+
+def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id: str
+                   ) -> tuple[TrialState, float | None, str, keras.Model | None, dict[str, float]]:
+    objective, data = ctx.objective, ctx.data
+    try:
+        model = build_model(params, data.input_shape, data.n_classes)
+    except UnbuildableModel as error:
+        return TrialState.PRUNED, None, f"unbuildable: {error}", None, {"epochs": 0}
+    except Exception as error:
+        return TrialState.FAIL, None, f"cannot build: {type(error).__name__}: {error}", None, {"epochs": 0}
+    n_params = model.count_params()
+    if n_params > objective.max_params:
+        reason = f"too large: {n_params:,} parameters exceed max_params {objective.max_params:,}"
+        return TrialState.PRUNED, None, reason, None, {"epochs": 0, "n_params": n_params}
+    try:
+        result = fit(model, data, params, max_epochs=ctx.max_epochs, monitor=objective.metric,
+                     direction=objective.direction, trial=trial,
+                     on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
+    except SetupError:
+        raise
+    except Exception as error:
+        return TrialState.FAIL, None, f"{type(error).__name__}: {error}", None, {"n_params": n_params}
+    summary = _summary(result) | {"n_params": n_params}
+    if result.outcome is FitOutcome.COMPLETED:
+        return TrialState.COMPLETE, result.best[objective.metric], "", model, summary
+    if result.outcome is FitOutcome.PRUNED:
+        return TrialState.PRUNED, None, result.reason, None, summary
+    return TrialState.FAIL, None, f"diverged: {result.reason}", None, summary
+
+
+def _forget_models() -> None:
+    """Free what Keras holds between trials, so a long search does not grow."""
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _summary(result: FitResult) -> dict[str, float]:
+    summary = {f"best_{name}": value for name, value in result.best.items() if name != "learning_rate"}
+    return summary | {"best_epoch": result.best_epoch, "epochs": result.epochs, "fit_seconds": result.fit_seconds}
+
+
+def _close(trial: optuna.Trial, ctx: SearchContext, run_id: str, state: TrialState, reason: str,
+           summary: dict[str, float]) -> None:
+    ctx.tracker.finish_trial(run_id, state, summary, reason)
+    for key, value in summary.items():
+        trial.set_user_attr(key, value)
+    if reason:
+        trial.set_user_attr("reason", reason)
