@@ -114,6 +114,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise SetupError(f"{path}: not an IDX file of this kind (magic {found!r:}, expected {magic:#06x}); "
                          "check that it is the right file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise SetupError(f"{path}: header cut short ({len(raw)} bytes); the file is truncated, fetch it again")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     expected = int(np.prod(dims))
@@ -139,6 +141,8 @@ def read_kaggle_csv(path: Path, n_classes: int = 10, labelled: bool = True) -> I
         head = "label," if labelled else "[label,]"
         raise SetupError(f"{path}: columns must be {head}pixel1,...,pixelN with N a square "
                          f"(got {len(columns)} columns starting {', '.join(columns[:3])}); use Kaggle's layout")
+    if frame.empty:
+        raise SetupError(f"{path}: a header but no rows of images; add one row per image")
     numeric = frame.apply(pd.to_numeric, errors="coerce")
     bad = numeric.isna().to_numpy()
     if bad.any():

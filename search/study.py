@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ def optimize(study: optuna.Study, ctx: SearchContext, target: int, timeout: floa
              on_trial: Callable[[TrialReport], None]) -> None:
     """Run trials until the study holds `target` counted trials or `timeout` seconds have passed."""
     started, failures = time.monotonic(), 0
+    gc.collect()
+    gc.freeze()  # what exists now (libraries, data) lives for the whole search: keep it out of every collection
     while counted(study) < target and (timeout is None or time.monotonic() - started < timeout):
         trial = study.ask()
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import dataclass, field
 
@@ -100,9 +99,8 @@ def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id
 
 
 def _forget_models() -> None:
-    """Free what Keras holds between trials, so a long search does not grow."""
+    """Free what Keras holds between trials, so a long search does not grow (clear_session collects garbage)."""
     keras.backend.clear_session()
-    gc.collect()
 
 
 def _summary(result: FitResult) -> dict[str, float]:
