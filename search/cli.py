@@ -78,13 +78,9 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from search.study import Store
-    from search.tracking import check_tracking_uri
+    from search.store import Store
 
-    store = Store(args.store, args.storage, args.tracking_uri)
-    store.check()
-    check_tracking_uri(store.tracking)
-    return store
+    return Store(args.store, args.storage, args.tracking_uri).check()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -107,21 +103,15 @@ def _run(args: argparse.Namespace) -> int:
               f"from {data.source} in {time.perf_counter() - started:.2f} s")
     from search.progress import Progress
     from search.study import open_study, optimize
-    from search.tracking import Tracker
-    from search.trial import SearchContext
+    from search.tracking import dataset_inputs
+    from search.trial import SearchPlan
 
-    tracker = Tracker(store.tracking)
-    study = open_study(study_name, store.storage(), objective, space, objective.sampler, objective.pruner,
-                       objective.seed, objective.max_epochs, objective.trials)
-    experiment_id = tracker.experiment(study_name, {"atelier.study": study_name, "atelier.space": space.name,
-                                                    "atelier.objective": objective.name})
-    study.set_user_attr("mlflow_experiment_id", experiment_id)
-    ctx = SearchContext(study_name, objective, space, data, tracker, experiment_id,
-                        tracker.dataset_inputs(data), objective.max_epochs)
+    study = open_study(study_name, store.storage(), objective, space)
+    plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
     progress = Progress(study, objective, quiet=args.quiet)
     progress.start()
-    optimize(study, ctx, objective.trials, objective.timeout, progress.trial_done)
-    progress.summary(f"{tracker.uri} experiment {experiment_id}")
+    optimize(plan, progress.trial_done)
+    progress.summary(f"{store.tracking} experiment {study.user_attrs.get('mlflow_experiment_id')}")
     return 0
 
 

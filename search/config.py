@@ -6,6 +6,7 @@ Every error is a `SetupError` whose one line names the file, the key and the fix
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,7 @@ def check_objective(objective: Objective, where: _Where | None = None) -> Object
     where.require(objective.trials >= 1, "search.trials", "must be at least 1")
     where.require(objective.max_epochs >= 1, "search.max_epochs", "must be at least 1")
     where.require(objective.max_params >= 1, "search.max_params", "must be at least 1")
-    where.require(objective.timeout is None or objective.timeout > 0, "search.timeout",
+    where.require(objective.timeout is None or 0 < objective.timeout < math.inf, "search.timeout",
                   "must be a positive number of seconds")
     return objective
 

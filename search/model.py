@@ -25,7 +25,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     for block in range(int(p["conv_blocks"])):
         for layer in range(int(p["conv_layers"])):
             x = keras.layers.Conv2D(
-                int(p[f"conv_filters_{block}"]), int(p["conv_kernel_size"]), padding=str(p["conv_padding"]),
+                int(_each(p, "conv_filters", block)), int(p["conv_kernel_size"]), padding=str(p["conv_padding"]),
                 use_bias=not p["conv_batch_norm"], kernel_regularizer=regularizer,
                 name=f"conv{block}_{layer}",
             )(x)
@@ -37,7 +37,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
             x = keras.layers.Dropout(float(p["conv_dropout"]), name=f"pool{block}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for layer in range(int(p["dense_layers"])):
-        x = keras.layers.Dense(int(p[f"dense_units_{layer}"]), use_bias=not p["dense_batch_norm"],
+        x = keras.layers.Dense(int(_each(p, "dense_units", layer)), use_bias=not p["dense_batch_norm"],
                                kernel_regularizer=regularizer, name=f"dense{layer}")(x)
         if p["dense_batch_norm"]:
             x = keras.layers.BatchNormalization(name=f"dense{layer}_bn")(x)
@@ -71,6 +71,11 @@ def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) 
             raise UnbuildableModel(
                 f"pooling after conv block {block + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
                 f"input to nothing; use fewer blocks or 'same' padding")
+
+
+def _each(p: Mapping[str, Scalar], name: str, index: int) -> Scalar:
+    """A per-block parameter of block `index`, or the parameter's default."""
+    return p.get(f"{name}_{index}", PARAMETERS[name].default)
 
 
 def _augmentation(p: Mapping[str, Scalar]) -> keras.Sequential:

@@ -7,6 +7,7 @@ with `requires` exist only when the named count is above zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 Scalar = bool | int | float | str
@@ -39,6 +40,8 @@ class ParamSpec:
             ok = isinstance(value, self.type) and not isinstance(value, bool)
         if not ok:
             return f"expected {self.type.__name__}, got {type(value).__name__} {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r} is not a finite number"
         if self.options is not None and value not in self.options:
             return f"{value!r} is not one of {', '.join(map(repr, self.options))}"
         if self.minimum is not None and value < self.minimum:  # type: ignore[operator]

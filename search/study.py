@@ -3,69 +3,26 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import time
+import traceback
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Callable
-from urllib.parse import urlparse
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from search.config import Objective, Space
 from search.errors import SetupError
-from search.tracking import redact
-from search.trial import SearchContext, TrialReport, run_trial
+from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 
-JOURNAL_FILE = "optuna.journal"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 5
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+TRIALS_PER_PROCESS = 5
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-@dataclass(frozen=True)
-class Store:
-    """Where a search keeps its records: an Optuna storage and an MLflow tracking URI."""
-
-    folder: Path
-    storage_url: str | None = None
-    tracking_uri: str | None = None
-
-    @property
-    def tracking(self) -> str:
-        return self.tracking_uri or f"sqlite:///{(self.folder / 'mlflow.db').resolve()}"
-
-    def storage(self) -> BaseStorage:
-        """The Optuna storage: a journal file that several local processes can share, by default."""
-        url = self.storage_url
-        if url is None or not urlparse(url).scheme:
-            path = Path(url) if url else self.folder / JOURNAL_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
-        try:
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as error:
-            raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
-                             "check that the database server runs and the URL is right") from None
-
-    def existing_storage(self) -> BaseStorage:
-        """The storage of searches already run; a SetupError when there is none."""
-        if self.storage_url is None and not (self.folder / JOURNAL_FILE).is_file():
-            raise SetupError(f"no studies in {self.folder}; run `atelier run` first, or pass --store or --storage")
-        return self.storage()
-
-    def check(self) -> None:
-        """Refuse a storage URL of an unknown kind before anything is written."""
-        if self.storage_url and urlparse(self.storage_url).scheme:
-            scheme = urlparse(self.storage_url).scheme.split("+")[0]
-            if scheme not in RDB_SCHEMES:
-                raise SetupError(f"storage '{redact(self.storage_url)}' is not one Optuna can use; give a journal "
-                                 "file path, sqlite:///path.db or postgresql://user@host/db")
 
 
 def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
@@ -95,12 +52,11 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space,
-               sampler: str, pruner: str, seed: int, max_epochs: int, target: int) -> optuna.Study:
+def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space) -> optuna.Study:
     """Create the study or resume it, refusing to resume one made for another space or metric."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction,
-                                pruner=make_pruner(pruner, max_epochs), load_if_exists=True)
+                                load_if_exists=True)
     identity = {"space": space.name, "space_file": space.text, "objective": objective.name,
                 "metric": objective.metric}
     recorded = study.user_attrs
@@ -112,7 +68,6 @@ def open_study(name: str, storage: BaseStorage, objective: Objective, space: Spa
     for key, value in identity.items():
         if key not in recorded:
             study.set_user_attr(key, value)
-    study.sampler = make_sampler(sampler, seed + len(study.trials), target)
     return study
 
 
@@ -129,22 +84,95 @@ def counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-def optimize(study: optuna.Study, ctx: SearchContext, target: int, timeout: float | None,
-             on_trial: Callable[[TrialReport], None]) -> None:
-    """Run trials until the study holds `target` counted trials or `timeout` seconds have passed."""
-    started, failures = time.monotonic(), 0
+def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None],
+             trials_per_process: int = TRIALS_PER_PROCESS) -> None:
+    """Run trials until the study holds the objective's target or its timeout has passed.
+
+    Trials run in a worker process that is replaced after `trials_per_process` trials: Keras
+    leaks memory from trial to trial even after `clear_session()`, and a fresh process is the
+    only reliable way to free it. Workers fork from a server process that has imported the
+    libraries but never run TensorFlow (forking a process whose TensorFlow runtime has started
+    can deadlock), so a new worker costs a fork and the data's transfer, not a fresh import.
+    """
+    objective = plan.objective
+    deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
+    study = optuna.load_study(study_name=plan.study_name, storage=plan.store.storage())
+    failures = 0
+    while counted(study) < objective.trials and not _past(deadline):
+        failures = _run_worker(plan, deadline, failures, trials_per_process, on_trial)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _run_worker(plan: SearchPlan, deadline: float | None, failures: int, limit: int,
+                on_trial: Callable[[TrialReport], None]) -> int:
+    """Fork one worker, relay its reports, and return the count of failures in a row at its end."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["search.study"])
+    receive, send = context.Pipe(duplex=False)
+    worker = context.Process(target=_worker, args=(plan, deadline, failures, limit, send), daemon=True)
+    worker.start()
+    send.close()
+    try:
+        while True:
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                break
+            if kind == "trial":
+                on_trial(payload)
+                failures = failures + 1 if payload.state is TrialState.FAIL else 0
+            elif kind == "error":
+                raise SetupError(payload)
+            elif kind == "crash":
+                raise RuntimeError(f"a worker process crashed:\n{payload}")
+    except KeyboardInterrupt:
+        worker.join(timeout=60)  # it got the same Ctrl-C: let it close its trial's run
+        raise
+    worker.join()
+    if worker.exitcode != 0:
+        raise RuntimeError(f"a worker process ended with status {worker.exitcode}")
+    return failures
+
+
+def _worker(plan: SearchPlan, deadline: float | None, failures: int, limit: int, send: Connection) -> None:
+    """Run up to `limit` trials in this forked process, sending a report after each."""
+    objective = plan.objective
     gc.collect()
-    gc.freeze()  # what exists now (libraries, data) lives for the whole search: keep it out of every collection
-    while counted(study) < target and (timeout is None or time.monotonic() - started < timeout):
-        trial = study.ask()
-        try:
-            report = run_trial(trial, ctx)
-        except BaseException as error:
-            study.tell(trial, state=TrialState.FAIL)
-            raise error
-        study.tell(trial, report.value, state=report.state)
-        on_trial(report)
-        failures = failures + 1 if report.state is TrialState.FAIL else 0
-        if failures >= MAX_FAILURES_IN_A_ROW:
-            raise SetupError(f"{failures} trials failed in a row (last: {report.reason}); "
-                             "see `atelier show` and fix the space or objective")
+    gc.freeze()  # libraries and data live as long as this process: keep them out of every collection
+    try:
+        study = optuna.load_study(study_name=plan.study_name, storage=plan.store.storage(),
+                                  pruner=make_pruner(objective.pruner, objective.max_epochs))
+        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials), objective.trials)
+        ctx = SearchContext.connect(plan)
+        study.set_user_attr("mlflow_experiment_id", ctx.experiment_id)
+        for _ in range(limit):
+            if counted(study) >= objective.trials or _past(deadline):
+                break
+            report = _one_trial(study, ctx)
+            send.send(("trial", report))
+            failures = failures + 1 if report.state is TrialState.FAIL else 0
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise SetupError(f"{failures} trials failed in a row (last: {report.reason}); "
+                                 "see `atelier show` and fix the space or objective")
+    except SetupError as error:
+        send.send(("error", str(error)))
+    except KeyboardInterrupt:
+        pass
+    except BaseException:
+        send.send(("crash", traceback.format_exc()))
+    finally:
+        send.close()
+
+
+def _one_trial(study: optuna.Study, ctx: SearchContext) -> TrialReport:
+    trial = study.ask()
+    try:
+        report = run_trial(trial, ctx)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, report.value, state=report.state)
+    return report

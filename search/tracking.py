@@ -57,6 +57,18 @@ def runs_page(tracking_uri: str, server_url: str) -> str:
     return f"{server_url}/#/experiments/{experiments[0].experiment_id}/runs" if experiments else server_url
 
 
+def dataset_inputs(data: SearchData) -> list[DatasetInput]:
+    """The search's train and validation splits as MLflow dataset inputs (digest, sizes), computed once."""
+    inputs = []
+    for context, images in (("train", data.train), ("validation", data.val)):
+        with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{data.name}-{context}",
+                                             source=data.source)
+        inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
 class Tracker:
     """Records a study's trials in MLflow through one client."""
 
@@ -77,18 +89,6 @@ class Tracker:
             if found is None:
                 raise
             return found.experiment_id
-
-    def dataset_inputs(self, data: SearchData) -> list[DatasetInput]:
-        """The search's train and validation splits as MLflow dataset inputs (digest, sizes), computed once."""
-        inputs = []
-        for context, images in (("train", data.train), ("validation", data.val)):
-            with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{data.name}-{context}",
-                                                 source=data.source)
-            inputs.append(DatasetInput(Dataset(**dataset.to_dict()),
-                                       tags=[InputTag("mlflow.data.context", context)]))
-        return inputs
 
     def start_trial(self, experiment_id: str, study_name: str, number: int, params: Mapping[str, Scalar],
                     inputs: list[DatasetInput]) -> str:

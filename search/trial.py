@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 from search.config import Objective, Space
 from search.data import SearchData
 from search.errors import SetupError
+from search.store import Store
 from search.model import UnbuildableModel, build_model
 from search.space import sample
 from search.tracking import Tracker
@@ -20,17 +22,33 @@ from search.train import FitOutcome, FitResult, fit
 
 
 @dataclass(frozen=True)
-class SearchContext:
-    """Everything a trial needs that stays the same for the whole search."""
+class SearchPlan:
+    """Everything fixed before the first trial; it travels to each worker process."""
 
     study_name: str
     objective: Objective
     space: Space
     data: SearchData
+    store: Store
+    inputs: list[DatasetInput]
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """A plan joined to an MLflow connection of the process that runs the trials."""
+
+    plan: SearchPlan
     tracker: Tracker
     experiment_id: str
-    inputs: list[DatasetInput]
-    max_epochs: int
+
+    @classmethod
+    def connect(cls, plan: SearchPlan) -> SearchContext:
+        """Open MLflow in this process and find (or make) the study's experiment."""
+        tracker = Tracker(plan.store.tracking)
+        experiment_id = tracker.experiment(plan.study_name, {
+            "atelier.study": plan.study_name, "atelier.space": plan.space.name,
+            "atelier.objective": plan.objective.name})
+        return cls(plan, tracker, experiment_id)
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,9 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     A `SetupError` or Ctrl-C closes the trial's run as failed and propagates: the search must stop.
     """
     started = time.perf_counter()
-    params = sample(trial, ctx.space)
-    run_id = ctx.tracker.start_trial(ctx.experiment_id, ctx.study_name, trial.number, params, ctx.inputs)
+    plan = ctx.plan
+    params = sample(trial, plan.space)
+    run_id = ctx.tracker.start_trial(ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs)
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
         state, value, reason, model, summary = _build_and_fit(trial, ctx, params, run_id)
@@ -65,13 +84,14 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     del model
     _forget_models()
     summary["trial_seconds"] = time.perf_counter() - started
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _close(trial, ctx, run_id, state, reason, summary)
     return TrialReport(trial.number, state, value, reason, summary)
 
 
 def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id: str
                    ) -> tuple[TrialState, float | None, str, keras.Model | None, dict[str, float]]:
-    objective, data = ctx.objective, ctx.data
+    objective, data = ctx.plan.objective, ctx.plan.data
     try:
         model = build_model(params, data.input_shape, data.n_classes)
     except UnbuildableModel as error:
@@ -83,7 +103,7 @@ def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id
         reason = f"too large: {n_params:,} parameters exceed max_params {objective.max_params:,}"
         return TrialState.PRUNED, None, reason, None, {"epochs": 0, "n_params": n_params}
     try:
-        result = fit(model, data, params, max_epochs=ctx.max_epochs, monitor=objective.metric,
+        result = fit(model, data, params, max_epochs=objective.max_epochs, monitor=objective.metric,
                      direction=objective.direction, trial=trial,
                      on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
     except SetupError:

@@ -1,0 +1,58 @@
+"""Where a search keeps its records: an Optuna storage and an MLflow tracking URI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from search.errors import SetupError
+from search.tracking import check_tracking_uri, redact
+
+JOURNAL_FILE = "optuna.journal"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where a search keeps its records: an Optuna storage and an MLflow tracking URI."""
+
+    folder: Path
+    storage_url: str | None = None
+    tracking_uri: str | None = None
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.folder / 'mlflow.db').resolve()}"
+
+    def storage(self) -> BaseStorage:
+        """The Optuna storage: a journal file that several local processes can share, by default."""
+        url = self.storage_url
+        if url is None or not urlparse(url).scheme:
+            path = Path(url) if url else self.folder / JOURNAL_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as error:
+            raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
+                             "check that the database server runs and the URL is right") from None
+
+    def existing_storage(self) -> BaseStorage:
+        """The storage of searches already run; a SetupError when there is none."""
+        if self.storage_url is None and not (self.folder / JOURNAL_FILE).is_file():
+            raise SetupError(f"no studies in {self.folder}; run `atelier run` first, or pass --store or --storage")
+        return self.storage()
+
+    def check(self) -> Store:
+        """Refuse a storage URL or tracking URI of an unknown kind before anything is written."""
+        check_tracking_uri(self.tracking)
+        if self.storage_url and urlparse(self.storage_url).scheme:
+            scheme = urlparse(self.storage_url).scheme.split("+")[0]
+            if scheme not in RDB_SCHEMES:
+                raise SetupError(f"storage '{redact(self.storage_url)}' is not one Optuna can use; give a journal "
+                                 "file path, sqlite:///path.db or postgresql://user@host/db")
+        return self

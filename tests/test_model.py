@@ -1,0 +1,202 @@
+"""Building Keras classifiers from flat parameter dicts: sizes, layers, raw-pixel input, compilation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from search.model import UnbuildableModel, build_model, check_buildable
+from search.schema import EPOCH_METRICS, PARAMETERS, Scalar
+
+RNG = np.random.default_rng(0)
+PIXELS = RNG.integers(0, 256, size=(16, 8, 8, 1), dtype=np.uint8)
+ALL_AUGMENTATION = {"aug_flip": True, "aug_translate": 0.1, "aug_rotate": 0.05, "aug_zoom": 0.1, "aug_erase": 0.5}
+
+
+def small_cnn(**overrides: Scalar) -> dict[str, Scalar]:
+    """A two-block CNN with one hidden dense layer, small enough for 8x8 inputs."""
+    return {"conv_blocks": 2, "conv_layers": 1, "conv_filters_0": 4, "conv_filters_1": 8,
+            "dense_layers": 1, "dense_units_0": 16} | overrides
+
+
+def layers_of(model: keras.Model, kind: type) -> list[keras.layers.Layer]:
+    """The model's layers of one class, in order."""
+    return [layer for layer in model.layers if type(layer) is kind]
+
+
+def test_notebook_baseline_parameter_count() -> None:
+    """Flatten -> Dense(128) -> Dense(10) on 28x28x1: 784*128+128 + 128*10+10 = 101,770 parameters."""
+    model = build_model({"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}, (28, 28, 1), 10)
+    assert model.count_params() == (28 * 28 * 128 + 128) + (128 * 10 + 10) == 101_770
+
+
+def test_missing_parameters_take_schema_defaults() -> None:
+    """Parameters left out, per-block ones included, take the schema's defaults."""
+    model = build_model({"conv_blocks": 1, "dense_layers": 2}, (8, 8, 1), 3)
+    conv = model.get_layer("conv0_0")
+    assert (conv.filters, conv.kernel_size, conv.padding) == (32, (3, 3), "same")
+    assert [model.get_layer(f"dense{i}").units for i in range(2)] == [128, 128]
+    assert type(model.optimizer) is keras.optimizers.Adam
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-3)
+    assert "augment" not in [layer.name for layer in model.layers] and model.losses == []
+
+
+@pytest.mark.parametrize(("padding", "side"), [("same", 7), ("valid", 5)])
+def test_cnn_parameter_count(padding: str, side: int) -> None:
+    """Two 3x3 conv blocks (32, 64 filters) on 28x28x1: kernels+biases, then a classifier on the pooled map.
+
+    same: 28 -> pool 14 -> pool 7; valid: 28 -> 26 -> pool 13 -> 11 -> pool 5.
+    """
+    params = {"conv_blocks": 2, "conv_layers": 1, "conv_filters_0": 32, "conv_filters_1": 64,
+              "conv_kernel_size": 3, "conv_padding": padding, "conv_batch_norm": False, "dense_layers": 0}
+    model = build_model(params, (28, 28, 1), 10)
+    conv0 = 3 * 3 * 1 * 32 + 32
+    conv1 = 3 * 3 * 32 * 64 + 64
+    classes = side * side * 64 * 10 + 10
+    assert model.get_layer("flatten").output.shape == (None, side * side * 64)
+    assert model.count_params() == conv0 + conv1 + classes
+    if padding == "same":
+        assert conv0 + conv1 + classes == 320 + 18_496 + 31_370 == 50_186
+
+
+def test_output_is_a_probability_per_class() -> None:
+    """The output has one column per class, and each row is a softmax distribution."""
+    model = build_model(small_cnn(), (8, 8, 1), 3)
+    assert model.output_shape == (None, 3)
+    probabilities = model.predict(PIXELS, verbose=0)
+    assert probabilities.shape == (16, 3)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_model_scales_raw_pixels_itself() -> None:
+    """A Rescaling layer inside the model turns raw 0-255 pixels into [0, 1]."""
+    model = build_model(small_cnn(), (8, 8, 1), 3)
+    scale = model.get_layer("scale")
+    assert isinstance(scale, keras.layers.Rescaling)
+    scaled = keras.Model(model.input, scale.output).predict(PIXELS, verbose=0)
+    np.testing.assert_allclose(scaled, PIXELS.astype(np.float32) / 255, rtol=1e-6)
+    assert scaled.max() <= 1.0 and scaled.max() > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
+def test_saved_model_predicts_the_same_on_raw_pixels(tmp_path: Path) -> None:
+    """A saved and reloaded .keras file (augmentation, batch norm, dropout, L2 included) gives identical predictions."""
+    model = build_model(small_cnn(conv_batch_norm=True, conv_dropout=0.2, dense_dropout=0.3, l2=1e-4,
+                                  **ALL_AUGMENTATION), (8, 8, 1), 3)
+    before = model.predict(PIXELS, verbose=0)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_array_equal(reloaded.predict(PIXELS, verbose=0), before)
+    assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
+
+
+def test_augmentation_layers_follow_the_parameters() -> None:
+    """Each aug_* parameter adds its random layer, in a block before the rescaling; none are added by default."""
+    plain = build_model(small_cnn(), (8, 8, 1), 3)
+    assert "augment" not in [layer.name for layer in plain.layers]
+    augmented = build_model(small_cnn(**ALL_AUGMENTATION), (8, 8, 1), 3)
+    names = [layer.name for layer in augmented.layers]
+    assert names.index("augment") < names.index("scale")
+    augment = augmented.get_layer("augment")
+    assert [type(layer) for layer in augment.layers] == [
+        keras.layers.RandomFlip, keras.layers.RandomTranslation, keras.layers.RandomRotation,
+        keras.layers.RandomZoom, keras.layers.RandomErasing]
+    only_flip = build_model(small_cnn(aug_flip=True), (8, 8, 1), 3)
+    assert [layer.name for layer in only_flip.get_layer("augment").layers] == ["flip"]
+
+
+def test_augmentation_only_in_training() -> None:
+    """With every aug_* on, inference is deterministic and leaves pixels alone; training changes them."""
+    model = build_model(small_cnn(**ALL_AUGMENTATION), (8, 8, 1), 3)
+    first = model.predict(PIXELS, verbose=0)
+    np.testing.assert_array_equal(model.predict(PIXELS, verbose=0), first)
+    augment = model.get_layer("augment")
+    pixels = PIXELS.astype(np.float32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(augment(pixels, training=False)), pixels)
+    assert not np.array_equal(keras.ops.convert_to_numpy(augment(pixels, training=True)), pixels)
+
+
+@pytest.mark.parametrize(("params", "where"), [
+    ({"conv_blocks": 1, "conv_layers": 2, "conv_kernel_size": 5}, "conv block 1 layer 2"),
+    ({"conv_blocks": 2, "conv_layers": 1, "conv_kernel_size": 3}, "pooling after conv block 2"),
+])
+def test_valid_padding_that_shrinks_to_nothing_is_unbuildable(params: dict[str, Scalar], where: str) -> None:
+    """8x8 with valid padding: 5x5 twice leaves 0 pixels; 3x3 then pool, twice, leaves 8-6-3-1-0."""
+    full = {"conv_padding": "valid", "conv_filters_0": 4, "conv_filters_1": 4, "dense_layers": 0} | params
+    with pytest.raises(UnbuildableModel, match=f"{where} shrinks the 8x8 input to nothing"):
+        build_model(full, (8, 8, 1), 3)
+
+
+def test_too_many_blocks_is_unbuildable_even_with_same_padding() -> None:
+    """Pooling alone halves 8x8 to 1x1 after three blocks and to nothing after four."""
+    defaults = {name: spec.default for name, spec in PARAMETERS.items()}
+    check_buildable(defaults | {"conv_blocks": 3}, (8, 8, 1))
+    with pytest.raises(UnbuildableModel, match="pooling after conv block 4.*fewer blocks"):
+        check_buildable(defaults | {"conv_blocks": 4}, (8, 8, 1))
+
+
+def test_check_buildable_accepts_what_keras_builds() -> None:
+    """At the edge: 8 -> 6 -> 4 -> pool 2 with valid padding still builds, to a 2x2 map."""
+    model = build_model(small_cnn(conv_blocks=1, conv_layers=2, conv_padding="valid", dense_layers=0),
+                        (8, 8, 1), 3)
+    assert model.get_layer("pool0").output.shape == (None, 2, 2, 4)
+
+
+def test_batch_norm_adds_layers_and_drops_biases() -> None:
+    """Batch norm follows every convolution and hidden dense layer, which then have a kernel but no bias."""
+    plain = build_model(small_cnn(conv_layers=2), (8, 8, 1), 3)
+    assert not layers_of(plain, keras.layers.BatchNormalization)
+    assert all(len(conv.weights) == 2 for conv in layers_of(plain, keras.layers.Conv2D))
+    normed = build_model(small_cnn(conv_layers=2, conv_batch_norm=True, dense_batch_norm=True), (8, 8, 1), 3)
+    assert len(layers_of(normed, keras.layers.BatchNormalization)) == 2 * 2 + 1
+    convs = layers_of(normed, keras.layers.Conv2D)
+    assert len(convs) == 4 and all(not conv.use_bias and len(conv.weights) == 1 for conv in convs)
+    assert not normed.get_layer("dense0").use_bias
+    assert normed.get_layer("classes").use_bias
+    assert normed.get_layer("conv1_1_bn").input is normed.get_layer("conv1_1").output
+
+
+def test_l2_adds_a_penalty_on_every_kernel() -> None:
+    """l2 > 0 gives one regularization loss per kernel (2 convs, 1 hidden dense, the classifier); l2 = 0 none."""
+    assert build_model(small_cnn(l2=0.0), (8, 8, 1), 3).losses == []
+    penalized = build_model(small_cnn(l2=1e-3), (8, 8, 1), 3)
+    assert len(penalized.losses) == 4
+    assert all(float(loss) > 0 for loss in penalized.losses)
+
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+              "rmsprop": keras.optimizers.RMSprop}
+
+
+def test_every_schema_optimizer_is_known() -> None:
+    """The table below covers exactly the optimizers the schema allows."""
+    assert set(OPTIMIZERS) == set(PARAMETERS["optimizer"].options)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_compiles_and_steps(name: str) -> None:
+    """Each optimizer name compiles to its Keras class at the given learning rate and can take a step."""
+    model = build_model({"dense_layers": 1, "dense_units_0": 8, "optimizer": name, "learning_rate": 0.02},
+                        (8, 8, 1), 3)
+    assert type(model.optimizer) is OPTIMIZERS[name]
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.02)
+    loss = model.train_on_batch(PIXELS, np.arange(16) % 3)
+    assert np.isfinite(loss[0] if isinstance(loss, list) else loss)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
+
+
+def test_compiled_for_sparse_labels_and_reports_epoch_metrics() -> None:
+    """One epoch on 64 raw images reports exactly the metrics a search may monitor."""
+    model = build_model(small_cnn(**ALL_AUGMENTATION), (8, 8, 1), 3)
+    assert model.loss == "sparse_categorical_crossentropy"
+    images = RNG.integers(0, 256, size=(64, 8, 8, 1), dtype=np.uint8)
+    labels = RNG.integers(0, 3, size=64)
+    history = model.fit(images[:48], labels[:48], validation_data=(images[48:], labels[48:]),
+                        batch_size=16, epochs=1, verbose=0)
+    assert set(EPOCH_METRICS) <= set(history.history)
+    assert all(len(history.history[name]) == 1 and np.isfinite(history.history[name][0]) for name in EPOCH_METRICS)
+    assert 0.0 <= history.history["val_accuracy"][0] <= 1.0
