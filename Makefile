@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 FASHION := /usr/share/datasets/fashion-mnist
 
 # The search that `make search` runs: fits in 10 minutes on 2 CPU cores.
-SEARCH_ARGS ?= --space cnn --objective fashion-mnist-quick
+SEARCH_ARGS ?= --objective fashion-mnist-quick
 
 .PHONY: setup data search test clean
 

@@ -11,10 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-from search.errors import SetupError  # noqa: E402
+from search.errors import SetupError
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 
@@ -140,9 +137,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     store = _store(args)
+    store.check_tracking_exists()
     from search.tracking import runs_page
 
     url = f"http://{args.host}:{args.port}"
@@ -150,10 +146,7 @@ def _ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI at {url}; trials at {page}\n(Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking,
                "--host", args.host, "--port", str(args.port)]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    os.execv(sys.executable, command)  # the server replaces this process: Ctrl-C and signals reach it
 
 
 if __name__ == "__main__":

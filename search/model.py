@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import keras
+from search.backend import keras
 
 from search.schema import PARAMETERS, Scalar
 

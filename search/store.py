@@ -47,6 +47,14 @@ class Store:
             raise SetupError(f"no studies in {self.folder}; run `atelier run` first, or pass --store or --storage")
         return self.storage()
 
+    def check_tracking_exists(self) -> None:
+        """Refuse to open a local MLflow store that no search has made yet (opening it would create it)."""
+        if self.tracking.startswith("sqlite:///"):
+            database = Path(self.tracking.removeprefix("sqlite:///"))
+            if not database.is_file():
+                raise SetupError(f"no MLflow store at {database}; run `atelier run` first, or pass --store "
+                                 "or --tracking-uri")
+
     def check(self) -> Store:
         """Refuse a storage URL or tracking URI of an unknown kind before anything is written."""
         check_tracking_uri(self.tracking)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import datetime
 import multiprocessing
 import time
 import traceback
@@ -72,11 +73,12 @@ def open_study(name: str, storage: BaseStorage, objective: Objective, space: Spa
 
 
 def latest_study_name(storage: BaseStorage) -> str:
-    """The study whose newest trial started last."""
+    """The study whose first trial started last; among studies without trials, the newest."""
     summaries = optuna.get_all_study_summaries(storage)
     if not summaries:
         raise SetupError("the store holds no study yet; run `atelier run` first")
-    return max(summaries, key=lambda s: (s.datetime_start is not None, s.datetime_start or 0, s._study_id)).study_name
+    order = {id(s): (s.datetime_start or datetime.min, index) for index, s in enumerate(summaries)}
+    return max(summaries, key=lambda s: order[id(s)]).study_name
 
 
 def counted(study: optuna.Study) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
-import keras
+from search.backend import keras
 import mlflow.data
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag

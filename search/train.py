@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-import keras
+from search.backend import keras
 import numpy as np
 import optuna
 

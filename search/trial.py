@@ -6,7 +6,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 
-import keras
+from search.backend import keras
 import optuna
 from mlflow.entities import DatasetInput
 from optuna.trial import TrialState

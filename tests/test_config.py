@@ -47,7 +47,7 @@ def test_shipped_cnn_space() -> None:
     space = load_space("cnn")
     assert set(PARAMETERS) - set(space.params) == {"optimizer", "lr_schedule", "dense_batch_norm"}
     assert space.params["conv_blocks"] == Range(1, 3)
-    assert space.params["conv_filters"] == Choice((16, 32, 64, 96))
+    assert space.params["conv_filters"] == Choice((16, 32, 48, 64))
     assert space.params["conv_padding"] == Choice(("same", "valid"))
     assert space.params["conv_batch_norm"] == Choice((True, False))
     assert space.params["learning_rate"] == Range(2e-4, 5e-3, log=True)
@@ -199,7 +199,7 @@ def test_name_resolution_prefers_working_folder(tmp_path: Path, monkeypatch: pyt
     assert dense.path.resolve() == (tmp_path / "spaces" / "dense.toml").resolve()
     assert dense.params == {"dense_layers": Range(4, 5)}
     assert load_space("cnn").path.parent.parent != tmp_path
-    with pytest.raises(SetupError, match=r"choose one of: cnn, dense, .*mine"):
+    with pytest.raises(SetupError, match=r"choose one of: cnn, .*dense, mine"):
         load_space("nothing")
 
 

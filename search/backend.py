@@ -1,0 +1,39 @@
+"""Keras on TensorFlow, imported once, without TensorFlow's start-up chatter on stderr."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# Lines TensorFlow's C++ runtime prints at import whatever TF_CPP_MIN_LOG_LEVEL says.
+NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 .*(oneDNN custom operations|"
+                   r"cpu_feature_guard)|To enable the following instructions)")
+
+
+def _import_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 captured, then pass on whatever is not known noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        kept = [line for line in capture if not NOISE.match(line)]
+    sys.stderr.write("".join(kept))
+
+
+if "tensorflow" not in sys.modules:
+    _import_quietly()
+
+import keras  # noqa: E402
+
+__all__ = ["keras"]

@@ -1,0 +1,106 @@
+"""The command line: bad input gets one line and exit status 2 with nothing written; `atelier ui` serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+SPACE_TYPO = "[params]\nconv_filtres = 3\n"
+OBJECTIVE_BAD_METRIC = '[data]\nsource = "digits"\n[search]\nmetric = "val_f1"\n'
+
+BAD_RUNS = {
+    "unknown space": (["--space", "cnnn"], "unknown space 'cnnn' (did you mean 'cnn'?)"),
+    "unknown objective": (["--objective", "fashion"], "unknown objective 'fashion'"),
+    "misspelt parameter": (["--space", "typo.toml"], "did you mean 'conv_filters'?"),
+    "metric training does not produce": (["--objective", "metric.toml"], "training does not produce 'val_f1'"),
+    "unknown sampler": (["--sampler", "grid"], "unknown sampler 'grid'"),
+    "unknown pruner": (["--pruner", "asha"], "unknown pruner 'asha'"),
+    "no trials": (["--trials", "0"], "search.trials: must be at least 1"),
+    "empty data folder": (["--objective", "fashion-mnist", "--data-dir", "empty"], "no Fashion-MNIST files there"),
+    "tracking URI that is not one": (["--tracking-uri", "ftp://host/x"], "is not one MLflow can use"),
+    "storage of an unknown kind": (["--storage", "redis://host/0"], "is not one Optuna can use"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS, ids=list(BAD_RUNS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, workdir: Path, atelier) -> None:
+    (workdir / "typo.toml").write_text(SPACE_TYPO)
+    (workdir / "metric.toml").write_text(OBJECTIVE_BAD_METRIC)
+    (workdir / "empty").mkdir()
+    flags, expected = BAD_RUNS[case]
+    status, out, err = atelier("run", "--objective", "digits", *flags)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("atelier: error: ") and expected in err
+    assert "Traceback" not in err + out
+    assert not (workdir / "mlruns").exists()
+
+
+def test_show_without_a_store_says_how_to_make_one(workdir: Path, atelier) -> None:
+    status, _, err = atelier("show")
+    assert status == 2 and "run `atelier run` first" in err and err.count("\n") == 1
+
+
+def test_resuming_with_another_space_is_refused(workdir: Path, atelier) -> None:
+    (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [16, 32]}\n")
+    status, _, _ = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "1",
+                           "--max-epochs", "1", "--quiet")
+    assert status == 0
+    (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [64, 128]}\n")
+    status, _, err = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2")
+    assert status == 2 and "was made with a different space file" in err
+
+
+def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "atelier"
+    result = subprocess.run([str(script), "run", "--objective", "nope"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("atelier: error: unknown objective 'nope'")
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([str(script), "run", "--trials", "ten"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "invalid int value: 'ten'" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_ui_serves_the_store_on_loopback_and_links_the_runs_table(workdir: Path, atelier) -> None:
+    status, _, _ = atelier("run", "--objective", "digits", "--trials", "1", "--max-epochs", "1", "--quiet")
+    assert status == 0
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "atelier"), "ui", "--port", str(port)],
+                              cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              start_new_session=True)
+    try:
+        first_line = server.stdout.readline()
+        base = f"http://127.0.0.1:{port}"
+        assert first_line.startswith(f"MLflow UI at {base}") and "#/experiments/1/runs" in first_line
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name"
+                                            "?experiment_name=digits-dense", timeout=5) as response:
+                    experiment = json.load(response)["experiment"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the MLflow UI did not answer within 90 s"
+                time.sleep(1)
+        assert experiment["experiment_id"] == "1"
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        assert {line.split()[3] for line in listening.splitlines()} == {f"127.0.0.1:{port}"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the UI's server runs in child processes of its own
+        server.wait(timeout=30)
