@@ -1,0 +1,45 @@
+"""`train.fit` on real digits: learning-rate schedule, best-epoch weights, the monitor check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from search.config import load_objective
+from search.data import SearchData, load_search_data
+from search.errors import SetupError
+from search.model import build_model
+from search.train import FitOutcome, fit
+
+PARAMS = {"dense_layers": 1, "dense_units_0": 32, "learning_rate": 0.01, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def digits() -> SearchData:
+    return load_search_data(load_objective("digits"))
+
+
+def test_cosine_schedule_sets_each_epochs_rate(digits: SearchData) -> None:
+    params = PARAMS | {"lr_schedule": "cosine"}
+    model = build_model(params, digits.input_shape, digits.n_classes)
+    result = fit(model, digits, params, max_epochs=4, monitor="val_loss", direction="minimize")
+    rates = [epoch["learning_rate"] for epoch in result.history]
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-5)
+
+
+def test_model_ends_with_its_best_epochs_weights(digits: SearchData) -> None:
+    model = build_model(PARAMS, digits.input_shape, digits.n_classes)
+    result = fit(model, digits, PARAMS, max_epochs=5, monitor="val_accuracy", direction="maximize")
+    assert result.outcome is FitOutcome.COMPLETED and result.epochs == 5
+    accuracies = [epoch["val_accuracy"] for epoch in result.history]
+    assert result.best_epoch == accuracies.index(max(accuracies)) + 1
+    _, accuracy = model.evaluate(digits.val.x, digits.val.y, verbose=0)
+    assert accuracy == pytest.approx(max(accuracies), abs=1e-6)
+
+
+def test_a_metric_training_does_not_produce_stops_at_once(digits: SearchData) -> None:
+    model = build_model(PARAMS, digits.input_shape, digits.n_classes)
+    with pytest.raises(SetupError, match="training does not produce 'val_f1'"):
+        fit(model, digits, PARAMS, max_epochs=3, monitor="val_f1", direction="maximize")
