@@ -110,8 +110,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     except (OSError, EOFError) as error:
         raise SetupError(f"{path}: cannot read as gzip ({error}); fetch the file again") from None
     if len(raw) < 4 or struct.unpack(">I", raw[:4])[0] != magic:
-        found = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
-        raise SetupError(f"{path}: not an IDX file of this kind (magic {found!r:}, expected {magic:#06x}); "
+        found = f"{struct.unpack('>I', raw[:4])[0]:#06x}" if len(raw) >= 4 else "missing"
+        raise SetupError(f"{path}: not an IDX file of this kind (magic {found}, expected {magic:#06x}); "
                          "check that it is the right file")
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
@@ -167,7 +167,7 @@ def _find_idx_folder(explicit: Path | None) -> Path:
         if all((explicit / name).is_file() for name in names):
             return explicit
         raise SetupError(f"{explicit}: no Fashion-MNIST files there (need {', '.join(names)}); "
-                         "fix --data-dir or data.dir")
+                         "fix --data-dir or data.dir, or drop it to use Debian's dataset-fashion-mnist")
     for folder in IDX_PLACES:
         if all((folder / name).is_file() for name in names):
             return folder
@@ -206,8 +206,8 @@ def _user_loader(dotted: str) -> Reader:
     module_name, _, attribute = dotted.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise SetupError(f"loader '{dotted}' cannot be imported ({error}); "
+    except Exception as error:  # a missing module, a missing name, or a module that fails as it loads
+        raise SetupError(f"loader '{dotted}' cannot be imported ({type(error).__name__}: {error}); "
                          "name it as package.module:function") from None
 
     def read(part: Part) -> Images:
@@ -215,9 +215,10 @@ def _user_loader(dotted: str) -> Reader:
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim == 3:
             x = x[..., np.newaxis]
-        if x.ndim != 4 or len(x) != len(y) or x.min() < 0 or x.max() > 255:
+        whole = x.size > 0 and np.issubdtype(x.dtype, np.number) and np.array_equal(x, np.round(x))
+        if x.ndim != 4 or len(x) != len(y) or not whole or x.min() < 0 or x.max() > 255:
             raise SetupError(f"loader '{dotted}' must return (images, labels): images (N, H, W[, C]) "
-                             f"of raw 0-255 pixels and N labels; got {x.shape} and {y.shape}")
+                             f"of whole raw 0-255 pixels and N labels; got {x.shape} and {y.shape}")
         return Images(x.astype(np.uint8), y.astype(np.int64))
 
     return read

@@ -326,7 +326,7 @@ IDX_DEFECTS = [
     pytest.param(_truncated_gz, ("cannot read as gzip", "fetch the file again"), id="truncated-gz"),
     pytest.param(_truncated_content, ("its header promises 7840000", "fetch it again"), id="truncated-content"),
     pytest.param(_header_cut_short, ("header cut short", "fetch it again"), id="header-cut-short"),
-    pytest.param(_swapped, ("magic 2049", "expected 0x0803", "right file"), id="swapped-magic"),
+    pytest.param(_swapped, ("magic 0x0801", "expected 0x0803", "right file"), id="swapped-magic"),
     pytest.param(_fewer_labels, ("10000 images but 9999 labels", "fetch them again"), id="fewer-labels"),
     pytest.param(_missing_labels, ("No such file", "fetch the file again"), id="missing-file"),
     pytest.param(_not_gzip, ("cannot read as gzip", "fetch the file again"), id="not-gzip"),
@@ -391,6 +391,8 @@ LOADER_DEFECTS = [
     pytest.param("x, y[:-1]", id="fewer-labels"),
     pytest.param("x.astype(np.int64) * 2, y", id="pixels-above-255"),
     pytest.param("x.astype(np.int64) - 1, y", id="negative-pixels"),
+    pytest.param("x / 255.0, y", id="pixels-scaled-to-one"),
+    pytest.param("x[:0], y[:0]", id="no-images"),
 ]
 
 
@@ -419,3 +421,13 @@ def test_loader_that_cannot_be_imported_is_named(objective: Objective, dotted: s
     with pytest.raises(SetupError) as error:
         load_search_data(bad)
     one_line(error, f"loader '{dotted}'", "cannot be imported", "package.module:function")
+
+
+def test_loader_that_fails_as_it_loads_is_named(write_loader: Callable[[str, str], None],
+                                                objective: Objective) -> None:
+    """A loader module that raises on import is a SetupError naming it, not a traceback."""
+    write_loader("broken_loader", "raise RuntimeError('no database')\ndef load(part):\n    pass\n")
+    bad = dataclasses.replace(objective, data=DataConfig(source="loader", loader="broken_loader:load"))
+    with pytest.raises(SetupError) as error:
+        load_search_data(bad)
+    one_line(error, "loader 'broken_loader:load'", "RuntimeError: no database")
