@@ -33,6 +33,11 @@ def run_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
+def promotion_run_name(number: int) -> str:
+    """The MLflow run name of the promotion of Optuna trial `number`."""
+    return f"promotion-{run_name(number)}"
+
+
 def check_tracking_uri(uri: str) -> str:
     """`uri` if MLflow can track to it; a SetupError naming the accepted forms otherwise."""
     scheme = urlparse(uri).scheme.split("+")[0]

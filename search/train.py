@@ -82,7 +82,7 @@ class _Watch(keras.callbacks.Callback):
                 raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
 
 
-class _CosineDecay(keras.callbacks.Callback):
+class CosineDecay(keras.callbacks.Callback):
     """Cosine decay of the learning rate over the trial's epoch budget, set at each epoch's start."""
 
     def __init__(self, initial: float, epochs: int) -> None:
@@ -100,7 +100,7 @@ def fit(model: keras.Model, data: SearchData, params: Mapping[str, Scalar], *, m
     watch = _Watch(monitor, direction, trial, on_epoch)
     callbacks: list[keras.callbacks.Callback] = [watch]
     if params.get("lr_schedule") == "cosine":
-        callbacks.insert(0, _CosineDecay(float(params["learning_rate"]), max_epochs))
+        callbacks.insert(0, CosineDecay(float(params["learning_rate"]), max_epochs))
     outcome, reason = FitOutcome.COMPLETED, ""
     started = time.perf_counter()
     try:

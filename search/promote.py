@@ -1,0 +1,309 @@
+"""The test-set stage: rebuild a study's best trial, refit or reload it, evaluate once, gate, register.
+
+This is the only module that reads an objective's test split. Everything it measures is logged as a
+promotion run in the study's experiment, and the model is registered in the MLflow Model Registry:
+alias `candidate` on every promoted version, `champion` only when every gate passes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import mlflow
+import mlflow.data
+import mlflow.keras
+import numpy as np
+import optuna
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import binomtest
+
+from search.backend import keras
+from search.config import Objective, Space, load_objective, load_space
+from search.data import Images, SearchData, load_search_data, reader
+from search.errors import SetupError
+from search.evaluate import Evaluation, confusion_figure, evaluate
+from search.model import build_model
+from search.space import sample
+from search.store import Store
+from search.study import latest_study_name
+from search.tracking import MODEL_FILE, promotion_run_name
+from search.train import CosineDecay
+
+PROMOTION_KIND = "promotion"
+CANDIDATE, CHAMPION = "candidate", "champion"
+BASELINE_PARAMS = {"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}  # the notebooks' first model
+BASELINE_MAX_EPOCHS = 10
+BASELINE_MARGIN = 0.0
+MCNEMAR_ALPHA = 0.05
+PREDICT_BATCH = 1024
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the output
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Source:
+    """The trial to promote and the settings its study was made with."""
+
+    study_name: str
+    trial: FrozenTrial
+    objective: Objective
+    space: Space
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.trial.user_attrs["best_epoch"])
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One promotion gate: whether it passed, why, and the figures it was judged on."""
+
+    name: str
+    passed: bool
+    reason: str
+    figures: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion measured and where it recorded it."""
+
+    source: Source
+    refit: bool
+    evaluation: Evaluation
+    gates: tuple[Gate, ...]
+    model_name: str
+    version: str
+    run_id: str
+    test_evaluations: int
+
+    @property
+    def champion(self) -> bool:
+        return all(gate.passed for gate in self.gates)
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+
+def find_source(storage: BaseStorage, study_name: str | None, trial_number: int | None) -> Source:
+    """The study's best completed trial (or trial `trial_number`), with the study's space and objective."""
+    name = study_name or latest_study_name(storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
+    complete = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    if not complete:
+        raise SetupError(f"study '{name}' has no completed trial to promote; run more trials with `atelier run`")
+    if trial_number is None:
+        trial = study.best_trial
+    elif trial_number in complete:
+        trial = complete[trial_number]
+    else:
+        raise SetupError(f"study '{name}' has no completed trial {trial_number}; "
+                         f"choose one of {', '.join(map(str, sorted(complete)))}")
+    attrs = study.user_attrs
+    missing = [key for key in ("space", "space_file", "objective") if key not in attrs]
+    if missing:
+        raise SetupError(f"study '{name}' does not record its {', '.join(missing)}; it was not made by `atelier run`")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{attrs['space']}.toml"
+        path.write_text(attrs["space_file"], encoding="utf-8")
+        space = load_space(str(path))
+    return Source(name, trial, load_objective(attrs["objective"]), space)
+
+
+def promote(store: Store, study_name: str | None = None, trial_number: int | None = None,
+            refit: bool | None = None, model_name: str | None = None, data_dir: Path | None = None,
+            say: Say = lambda line: None) -> Promotion:
+    """Rebuild, train or reload, evaluate once on the test split, gate, and register the trial's model.
+
+    Every check that can fail on bad input runs before anything is written to the store or registry.
+    """
+    store.check_tracking_exists()
+    source = find_source(store.existing_storage(), study_name, trial_number)
+    objective = source.objective
+    refit = objective.data.subsample != 1.0 if refit is None else refit
+    model_name = model_name or objective.name
+    client = MlflowClient(store.tracking)
+    experiment = client.get_experiment_by_name(source.study_name)
+    if experiment is None:
+        raise SetupError(f"study '{source.study_name}' has no MLflow experiment in {store.tracking}; "
+                         "pass the --tracking-uri the search used")
+    mlflow.set_tracking_uri(store.tracking)
+    champion = _load_champion(client, model_name)
+
+    data = load_search_data(replace(objective, data=replace(objective.data, subsample=1.0)) if refit else objective,
+                            data_dir)
+    training = Images(np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y])) \
+        if refit else data.train
+    test = reader(objective.data, data_dir)[0]("test")
+    if test.x.shape[1:] != data.input_shape:
+        raise SetupError(f"test images are {test.x.shape[1:]} but training images {data.input_shape}; "
+                         "the objective's test part does not match its train part")
+    if champion is not None and champion.input_shape[1:] != data.input_shape:
+        raise SetupError(f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
+                         f"{data.input_shape}; pass --model-name to register under another name")
+
+    started = time.perf_counter()
+    model = _candidate(source, data, training, refit, client, say)
+    proba = model.predict(test.x, batch_size=PREDICT_BATCH, verbose=0)
+    evaluation = evaluate(test.y, proba, data.class_names)
+    say(f"evaluated once on {len(test)} test images")
+    gates = (_baseline_gate(source, data, training, test, evaluation, say),
+             _champion_gate(champion, model_name, test, evaluation))
+    promotion_seconds = time.perf_counter() - started
+    return _register(client, experiment.experiment_id, source, refit, model, model_name, training, test, proba,
+                     evaluation, gates, promotion_seconds)
+
+
+def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
+    """The registered champion of `model_name`, or None when there is none yet."""
+    try:
+        client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return mlflow.keras.load_model(f"models:/{model_name}@{CHAMPION}", load_model_kwargs={"compile": False})
+
+
+def _candidate(source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient,
+               say: Say) -> keras.Model:
+    """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights."""
+    params = sample(optuna.trial.FixedTrial(source.trial.params), source.space)
+    model = build_model(params, data.input_shape, data.n_classes)
+    trial = source.trial
+    if not refit:
+        with tempfile.TemporaryDirectory() as folder:
+            path = client.download_artifacts(trial.user_attrs["mlflow_run_id"], MODEL_FILE, folder)
+            model.set_weights(keras.models.load_model(path, compile=False).get_weights())
+        model.optimizer.build(model.trainable_variables)  # saved with its slots, it reloads without a warning
+        say(f"trial {trial.number}: best-epoch weights (epoch {source.best_epoch}) from its run")
+        return model
+    callbacks = []
+    if params.get("lr_schedule") == "cosine":  # the same schedule over the search's epoch budget
+        callbacks.append(CosineDecay(float(params["learning_rate"]), int(trial.user_attrs["epochs"])))
+    keras.utils.set_random_seed(source.objective.seed)
+    model.fit(training.x, training.y, batch_size=int(params["batch_size"]), epochs=source.best_epoch,
+              callbacks=callbacks, verbose=0)
+    say(f"trial {trial.number}: refitted on {len(training)} train+validation images for {source.best_epoch} epochs")
+    return model
+
+
+def _baseline_gate(source: Source, data: SearchData, training: Images, test: Images, evaluation: Evaluation,
+                   say: Say) -> Gate:
+    """Beat the notebooks' single 128-unit hidden layer, trained on the same images for as many epochs."""
+    epochs = min(source.best_epoch, BASELINE_MAX_EPOCHS)
+    keras.utils.set_random_seed(source.objective.seed)
+    baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
+    baseline.fit(training.x, training.y, batch_size=128, epochs=epochs, verbose=0)
+    predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predicted == test.y))
+    candidate = evaluation.metrics["accuracy"]
+    passed = candidate >= accuracy + BASELINE_MARGIN
+    say(f"baseline: accuracy {accuracy:.4f} after {epochs} epochs")
+    relation = "at least" if passed else "below"
+    return Gate("baseline", passed,
+                f"test accuracy {candidate:.4f} is {relation} the baseline's {accuracy:.4f} + margin {BASELINE_MARGIN}",
+                {"baseline_accuracy": accuracy, "baseline_epochs": float(epochs), "baseline_margin": BASELINE_MARGIN})
+
+
+def _champion_gate(champion: keras.Model | None, model_name: str, test: Images, evaluation: Evaluation) -> Gate:
+    """Not significantly worse than the champion on the same images: McNemar's exact test on paired predictions."""
+    if champion is None:
+        return Gate("champion", True, f"no champion of '{model_name}' yet", {})
+    theirs = champion.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1) == test.y
+    ours = evaluation.predicted == test.y
+    candidate_only, champion_only = int(np.sum(ours & ~theirs)), int(np.sum(theirs & ~ours))
+    discordant = candidate_only + champion_only
+    p_value = binomtest(champion_only, discordant, 0.5).pvalue if discordant else 1.0
+    passed = not (p_value < MCNEMAR_ALPHA and champion_only > candidate_only)
+    verdict = "significantly better" if not passed else "not significantly better"
+    return Gate("champion", passed,
+                f"the champion is {verdict} (McNemar exact p = {p_value:.4g}; right only for the champion "
+                f"{champion_only}, only for the candidate {candidate_only})",
+                {"mcnemar_p_value": float(p_value), "mcnemar_champion_only": float(champion_only),
+                 "mcnemar_candidate_only": float(candidate_only),
+                 "champion_accuracy": float(np.mean(theirs))})
+
+
+def _register(client: MlflowClient, experiment_id: str, source: Source, refit: bool, model: keras.Model,
+              model_name: str, training: Images, test: Images, proba: np.ndarray, evaluation: Evaluation,
+              gates: tuple[Gate, ...], promotion_seconds: float) -> Promotion:
+    """Log the promotion run (metrics, gates, plots, data, model), register the model and set its aliases."""
+    trial = source.trial
+    previous = client.search_runs([experiment_id], filter_string=f"tags.`atelier.kind` = '{PROMOTION_KIND}'",
+                                  max_results=10_000)
+    count = len(previous) + 1
+    gate_tags = {f"atelier.gate.{g.name}": ("passed: " if g.passed else "failed: ") + g.reason for g in gates}
+    passed = all(g.passed for g in gates)
+    tags = {"atelier.kind": PROMOTION_KIND, "atelier.study": source.study_name,
+            "atelier.trial_number": str(trial.number), "atelier.source_run_id": trial.user_attrs["mlflow_run_id"],
+            "atelier.test_evaluations": str(count), "atelier.refit": str(refit).lower(),
+            "atelier.gates": "passed" if passed else "failed"} | gate_tags
+    with mlflow.start_run(experiment_id=experiment_id, run_name=promotion_run_name(trial.number), tags=tags) as run:
+        mlflow.log_params(trial.params | {"refit": refit, "epochs": source.best_epoch, "model_name": model_name})
+        metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
+        metrics |= {f"gate_{g.name}_passed": float(g.passed) for g in gates}
+        metrics |= {k: v for g in gates for k, v in g.figures.items()}
+        metrics |= {"test_evaluations": float(count), "promotion_seconds": promotion_seconds}
+        mlflow.log_metrics(metrics)
+        _log_data(source.objective.name, training, test)
+        mlflow.log_text(evaluation.confusion.to_csv(), "confusion_matrix.csv")
+        mlflow.log_text(evaluation.report.to_csv(), "classification_report.csv")
+        mlflow.log_figure(confusion_figure(evaluation.confusion, f"{model_name}: study {source.study_name} "
+                                           f"trial {trial.number}"), "confusion_matrix.png")
+        with tempfile.TemporaryDirectory() as folder:  # not log_model: it fails with an input example (mlflow#16183)
+            path = Path(folder) / "model"
+            path.mkdir()
+            mlflow.keras.save_model(model, str(path), signature=infer_signature(test.x[:5], proba[:5]),
+                                    input_example=test.x[:2], pip_requirements=_requirements())
+            mlflow.log_artifacts(str(path), "model")
+        version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
+        mlflow.set_tags({"atelier.model_name": model_name, "atelier.model_version": version,
+                         "atelier.model_uri": f"models:/{model_name}/{version}"})
+    for key, value in tags.items():
+        if key.startswith("atelier.gate") or key in ("atelier.study", "atelier.trial_number"):
+            client.set_model_version_tag(model_name, version, key, value)
+    client.set_model_version_tag(model_name, version, "atelier.promotion_run_id", run.info.run_id)
+    client.set_registered_model_alias(model_name, CANDIDATE, version)
+    if passed:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    failed = [f"{g.name} gate failed: {g.reason}" for g in gates if not g.passed]
+    summary = (f"Study {source.study_name} trial {trial.number}, test accuracy "
+               f"{evaluation.metrics['accuracy']:.4f}; ")
+    client.update_model_version(model_name, version, description=summary + (
+        "every gate passed: champion." if passed else "not champion: " + "; ".join(failed) + "."))
+    return Promotion(source, refit, evaluation, gates, model_name, version, run.info.run_id, count)
+
+
+def _log_data(name: str, training: Images, test: Images) -> None:
+    """The images the model was trained on and tested on, as MLflow datasets with digests."""
+    for context, images in (("train", training), ("test", test)):
+        dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{name}-{context}")
+        mlflow.log_input(dataset, context=context)
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the logged model, named here so MLflow need not infer them in a subprocess."""
+    pins = []
+    for package in ("keras", "tensorflow-cpu", "tensorflow"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
