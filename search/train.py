@@ -78,7 +78,7 @@ class _Watch(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
         if self.trial is not None:
             self.trial.report(metrics[self.monitor], step)
-            if self.trial.should_prune():
+            if step < self.params["epochs"] and self.trial.should_prune():  # a finished fit is complete
                 raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
 
 
