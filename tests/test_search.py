@@ -198,3 +198,14 @@ max_epochs = 2
     assert {"train", "validation"} == {i.tags[0].value for i in runs[0].inputs.dataset_inputs}
     profiles = {i.tags[0].value: json.loads(i.dataset.profile) for i in runs[0].inputs.dataset_inputs}
     assert profiles["train"]["features_shape"][0] == 900 and profiles["validation"]["features_shape"][0] == 300
+
+
+def test_a_relational_storage_holds_the_study_when_named(workdir: Path, atelier) -> None:
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    status, _, _ = atelier("run", "--objective", "digits", "--trials", "2", "--max-epochs", "2", "--storage", storage,
+                           "--quiet")
+    assert status == 0
+    study = optuna.load_study(study_name="digits-dense", storage=storage)
+    assert len(study.get_trials()) == 2 and not (workdir / "mlruns" / "optuna.journal").exists()
+    status, out, _ = atelier("show", "--storage", storage)
+    assert status == 0 and out.startswith("study digits-dense: 2 trials")
