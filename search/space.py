@@ -29,11 +29,6 @@ def sample(trial: optuna.trial.BaseTrial, space: Space) -> dict[str, Scalar]:
     return params
 
 
-def searched(space: Space) -> list[str]:
-    """The parameter names that vary in `space`."""
-    return [name for name, dist in space.params.items() if not isinstance(dist, Fixed)]
-
-
 def _draw(trial: optuna.trial.BaseTrial, name: str, distribution: Distribution) -> Any:
     if isinstance(distribution, Fixed):
         return distribution.value
