@@ -33,7 +33,8 @@ class Progress:
         if self.quiet:
             return
         metric, summary = self.objective.metric, report.summary
-        best = None if report.state is TrialState.FAIL else report.value or summary.get(f"best_{metric}")
+        best = report.value if report.value is not None else summary.get(f"best_{metric}")
+        best = None if report.state is TrialState.FAIL else best
         value = f"{metric} {best:.4f}" if best is not None else f"{metric} -"
         accuracy = summary.get("best_val_accuracy")
         elapsed = time.monotonic() - self.started
