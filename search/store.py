@@ -10,7 +10,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from search.errors import SetupError
-from search.tracking import check_tracking_uri, redact
+from search.tracking import check_tracking_uri, redact, sqlite_database
 
 JOURNAL_FILE = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -49,11 +49,10 @@ class Store:
 
     def check_tracking_exists(self) -> None:
         """Refuse to open a local MLflow store that no search has made yet (opening it would create it)."""
-        if self.tracking.startswith("sqlite:///"):
-            database = Path(self.tracking.removeprefix("sqlite:///"))
-            if not database.is_file():
-                raise SetupError(f"no MLflow store at {database}; run `atelier run` first, or pass --store "
-                                 "or --tracking-uri")
+        database = sqlite_database(self.tracking)
+        if database is not None and not database.is_file():
+            raise SetupError(f"no MLflow store at {database}; run `atelier run` first, or pass --store "
+                             "or --tracking-uri")
 
     def check(self) -> Store:
         """Refuse a storage URL or tracking URI of an unknown kind before anything is written."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gc
-from datetime import datetime
 import multiprocessing
 import time
 import traceback
 import warnings
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Callable
 

@@ -47,6 +47,11 @@ def check_tracking_uri(uri: str) -> str:
     return uri
 
 
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a local `sqlite:///` tracking URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def redact(uri: str) -> str:
     """`uri` with any password replaced by ***."""
     parsed = urlparse(uri)
@@ -128,8 +133,7 @@ class Tracker:
 
     def _artifact_location(self, study_name: str) -> str | None:
         """Artifacts beside a local SQLite store (`<store>/artifacts/<study>`); a server chooses its own."""
-        parsed = urlparse(self.uri)
-        if parsed.scheme != "sqlite":
+        database = sqlite_database(self.uri)
+        if database is None:
             return None
-        database = Path(self.uri.removeprefix("sqlite:///")).resolve()
-        return (database.parent / "artifacts" / study_name).as_uri()
+        return (database.resolve().parent / "artifacts" / study_name).as_uri()
