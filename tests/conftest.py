@@ -1,4 +1,4 @@
-"""Shared fixtures: real data folders, a temporary store, and the command line in-process."""
+"""Shared fixtures: real data folders, a temporary store, the command line in-process, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from search import cli  # noqa: E402
 from search.data import IDX_PLACES  # noqa: E402
+from servers import PostgresServer, postgres_missing, postgres_server  # noqa: E402
 
 FASHION_DIR = IDX_PLACES[0]
 
@@ -42,3 +45,18 @@ def atelier(capsys: pytest.CaptureFixture[str]):
         return status, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A running PostgreSQL cluster for the session (password auth on 127.0.0.1)."""
+    missing = postgres_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} (.ci/run must install postgresql)", pytrace=False)
+        pytest.skip(missing)
+    # Not tmp_path_factory: as root the cluster runs as `postgres`, which cannot enter
+    # /tmp/pytest-of-root (mode 700).
+    with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, \
+            postgres_server(Path(folder)) as server:
+        yield server
