@@ -14,6 +14,7 @@ from typing import Sequence
 from search.errors import SetupError
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
+FORMATS = ("table", "csv", "json", "markdown")  # what search.report.render writes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print a study's trials, best first")
     show.add_argument("--study", help="study name (default: the most recent)")
-    show.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    show.add_argument("--format", choices=FORMATS, default="table")
     _store_flags(show)
     show.set_defaults(command=_show)
 
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
     _store_flags(promote)
     promote.set_defaults(command=_promote)
+
+    predict = commands.add_parser("predict", help="label images with a registered model", description=(
+        "Label images with a model from the MLflow Model Registry: a .npy array of raw 0-255 images, a "
+        "Kaggle-layout CSV (with or without a label column) or a folder of PNG images."))
+    predict.add_argument("--model", default="models:/fashion-mnist@champion",
+                         help="model URI (models:/fashion-mnist@champion)")
+    predict.add_argument("--input", type=Path, required=True, help="a .npy file, a .csv file or a folder of .png")
+    predict.add_argument("--format", choices=FORMATS, default="table")
+    _store_flags(predict)
+    predict.set_defaults(command=_predict)
 
     ui = commands.add_parser("ui", help="browse the trials in the MLflow UI")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
@@ -117,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.tracking import dataset_inputs
     from search.trial import SearchPlan
 
-    study = open_study(study_name, store.storage(), objective, space)
+    study = open_study(study_name, store.storage(), objective, space, args.data_dir)
     plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
     progress = Progress(study, objective, quiet=args.quiet)
     progress.start()
@@ -127,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from search.report import trials_table
+    from search.report import render, trials_table
 
     import optuna
 
@@ -140,13 +151,9 @@ def _show(args: argparse.Namespace) -> int:
     except KeyError:
         raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
     table = trials_table(study)
-    if args.format == "csv":
-        print(table.to_csv(index=False), end="")
-    elif args.format == "json":
-        print(table.to_json(orient="records", indent=2))
-    else:
+    if args.format == "table":
         print(f"study {name}: {len(table)} trials, best first")
-        print(table.to_string(index=False) if len(table) else "(no trials yet)")
+    print(render(table, args.format), end="")
     return 0
 
 
@@ -166,6 +173,22 @@ def _promote(args: argparse.Namespace) -> int:
     aliases = "champion and candidate" if result.champion else "candidate only"
     print(f"model: {result.model_uri} ({aliases}); promotion run {result.run_id}; "
           f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.model.startswith(("models:/", "runs:/")):
+        store.check_tracking_exists()
+    import mlflow
+
+    from search.predict import load_classifier, predictions_table, read_images
+    from search.report import render
+
+    mlflow.set_tracking_uri(store.tracking)
+    classifier = load_classifier(args.model)
+    names, images = read_images(args.input, classifier.input_shape)
+    print(render(predictions_table(classifier, names, images), args.format), end="")
     return 0
 
 

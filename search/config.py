@@ -6,9 +6,10 @@ Every error is a `SetupError` whose one line names the file, the key and the fix
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -89,6 +90,7 @@ class Objective:
     pruner: str = "hyperband"
     seed: int = 0
     max_params: int = 2_000_000
+    margin: float = 0.0  # test accuracy a promoted model must add to the baseline's
 
     @property
     def direction(self) -> str:
@@ -140,7 +142,7 @@ def load_objective(name_or_path: str) -> Objective:
     path = resolve("objectives", name_or_path)
     _, table = _read_toml(path)
     where = _Where(path)
-    _reject_unknown(where, "", table, ("description", "data", "search"))
+    _reject_unknown(where, "", table, ("description", "data", "search", "promotion"))
     data = _data_config(where, path, table.get("data"))
     search = table.get("search", {})
     where.require(isinstance(search, dict), "search", "must be a table: [search]")
@@ -148,6 +150,13 @@ def load_objective(name_or_path: str) -> Objective:
               "sampler": str, "pruner": str, "seed": int, "max_params": int}
     _reject_unknown(where, "search", search, tuple(fields))
     values = {key: _typed(where, f"search.{key}", search[key], fields[key]) for key in search}
+    promotion = table.get("promotion", {})
+    where.require(isinstance(promotion, dict), "promotion", "must be a table: [promotion]")
+    _reject_unknown(where, "promotion", promotion, ("margin",))
+    if "margin" in promotion:
+        values["margin"] = _typed(where, "promotion.margin", promotion["margin"], float)
+        where.require(0 <= values["margin"] < 1, "promotion.margin",
+                      "must be a share of test accuracy from 0 up to 1, e.g. 0.01")
     objective = Objective(name=path.stem, path=path, data=data, **values)
     return check_objective(objective, where)
 
@@ -168,6 +177,21 @@ def check_objective(objective: Objective, where: _Where | None = None) -> Object
     where.require(objective.timeout is None or 0 < objective.timeout < math.inf, "search.timeout",
                   "must be a positive number of seconds")
     return objective
+
+
+def objective_record(objective: Objective) -> str:
+    """The objective as JSON, every setting resolved (paths absolute, flags applied), for a study to keep."""
+    return json.dumps(asdict(objective), default=str, sort_keys=True)
+
+
+def objective_from_record(record: str) -> Objective:
+    """The objective that `objective_record` wrote."""
+    values = json.loads(record)
+    data = values.pop("data")
+    for key in ("dir", "train", "test"):
+        data[key] = None if data[key] is None else Path(data[key])
+    data["class_names"] = tuple(data["class_names"])
+    return Objective(**values | {"path": Path(values["path"]), "data": DataConfig(**data)})
 
 
 class _Where:

@@ -18,11 +18,14 @@ from sklearn.metrics import (  # noqa: E402
     accuracy_score,
     classification_report,
     confusion_matrix,
+    average_precision_score,
     log_loss,
+    precision_recall_curve,
     precision_recall_fscore_support,
 )
 
 ECE_BINS = 15
+GALLERY_SIZE = 36
 
 
 @dataclass(frozen=True)
@@ -89,5 +92,52 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...],
+                            title: str) -> Figure:
+    """One-against-rest precision-recall curve of every class, its average precision in the legend."""
+    figure = Figure(figsize=(8, 6))
+    axes = figure.subplots()
+    for label, name in enumerate(class_names):
+        positive = y_true == label
+        if not positive.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positive, proba[:, label])
+        average = average_precision_score(positive, proba[:, label])
+        axes.plot(recall, precision, label=f"{name} (AP {average:.3f})", linewidth=1.2)
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_xlim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left", fontsize=7)
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def misclassified_figure(x: np.ndarray, y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...],
+                         title: str, size: int = GALLERY_SIZE) -> Figure:
+    """A grid of the most confidently misclassified images, each with its true and predicted label."""
+    predicted = proba.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    shown = wrong[np.argsort(-proba[wrong, predicted[wrong]], kind="stable")][:size]
+    columns = 6
+    rows = max(1, -(-len(shown) // columns))
+    figure = Figure(figsize=(2 * columns, 2.2 * rows + 0.6))
+    grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axes in grid:
+        axes.axis("off")
+    for axes, index in zip(grid, shown):
+        image = x[index]
+        axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        guess = predicted[index]
+        axes.set_title(f"true: {class_names[y_true[index]]}\npredicted: {class_names[guess]} "
+                       f"{proba[index, guess]:.0%}", fontsize=7)
+    figure.suptitle(f"{title}: {len(shown)} most confident of {len(wrong)} errors" if len(wrong)
+                    else f"{title}: no errors")
     figure.tight_layout()
     return figure

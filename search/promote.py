@@ -7,10 +7,12 @@ alias `candidate` on every promoted version, `champion` only when every gate pas
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
@@ -21,6 +23,7 @@ import mlflow.keras
 import numpy as np
 import optuna
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from optuna.storages import BaseStorage
@@ -28,10 +31,10 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import binomtest
 
 from search.backend import keras
-from search.config import Objective, Space, load_objective, load_space
+from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
 from search.errors import SetupError
-from search.evaluate import Evaluation, confusion_figure, evaluate
+from search.evaluate import Evaluation, confusion_figure, evaluate, misclassified_figure, precision_recall_figure
 from search.model import build_model
 from search.space import sample
 from search.store import Store
@@ -60,6 +63,7 @@ class Source:
     trial: FrozenTrial
     objective: Objective
     space: Space
+    data_dir: Path | None
 
     @property
     def best_epoch(self) -> int:
@@ -74,6 +78,7 @@ class Gate:
     passed: bool
     reason: str
     figures: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,15 @@ def find_source(storage: BaseStorage, study_name: str | None, trial_number: int 
         raise SetupError(f"study '{name}' has no completed trial {trial_number}; "
                          f"choose one of {', '.join(map(str, sorted(complete)))}")
     attrs = study.user_attrs
-    missing = [key for key in ("space", "space_file", "objective") if key not in attrs]
+    missing = [key for key in ("space", "space_file", "objective_settings") if key not in attrs]
     if missing:
         raise SetupError(f"study '{name}' does not record its {', '.join(missing)}; it was not made by `atelier run`")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{attrs['space']}.toml"
         path.write_text(attrs["space_file"], encoding="utf-8")
         space = load_space(str(path))
-    return Source(name, trial, load_objective(attrs["objective"]), space)
+    data_dir = Path(attrs["data_dir"]) if "data_dir" in attrs else None
+    return Source(name, trial, objective_from_record(attrs["objective_settings"]), space, data_dir)
 
 
 def promote(store: Store, study_name: str | None = None, trial_number: int | None = None,
@@ -145,6 +151,7 @@ def promote(store: Store, study_name: str | None = None, trial_number: int | Non
                          "pass the --tracking-uri the search used")
     mlflow.set_tracking_uri(store.tracking)
     champion = _load_champion(client, model_name)
+    data_dir = data_dir or source.data_dir
 
     data = load_search_data(replace(objective, data=replace(objective.data, subsample=1.0)) if refit else objective,
                             data_dir)
@@ -163,7 +170,7 @@ def promote(store: Store, study_name: str | None = None, trial_number: int | Non
     proba = model.predict(test.x, batch_size=PREDICT_BATCH, verbose=0)
     evaluation = evaluate(test.y, proba, data.class_names)
     say(f"evaluated once on {len(test)} test images")
-    gates = (_baseline_gate(source, data, training, test, evaluation, say),
+    gates = (_baseline_gate(client, source, data, training, test, evaluation, say),
              _champion_gate(champion, model_name, test, evaluation))
     promotion_seconds = time.perf_counter() - started
     return _register(client, experiment.experiment_id, source, refit, model, model_name, training, test, proba,
@@ -204,22 +211,52 @@ def _candidate(source: Source, data: SearchData, training: Images, refit: bool, 
     return model
 
 
-def _baseline_gate(source: Source, data: SearchData, training: Images, test: Images, evaluation: Evaluation,
-                   say: Say) -> Gate:
-    """Beat the notebooks' single 128-unit hidden layer, trained on the same images for as many epochs."""
+def _baseline_gate(client: MlflowClient, source: Source, data: SearchData, training: Images, test: Images,
+                   evaluation: Evaluation, say: Say) -> Gate:
+    """Beat the notebooks' single 128-unit hidden layer, trained on the same images for as many epochs.
+
+    The baseline is trained once per training set, test set, epoch count and seed: a later promotion
+    on the same data reads its accuracy from the earlier promotion run instead of training it again.
+    """
     epochs = min(source.best_epoch, BASELINE_MAX_EPOCHS)
-    keras.utils.set_random_seed(source.objective.seed)
-    baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
-    baseline.fit(training.x, training.y, batch_size=128, epochs=epochs, verbose=0)
-    predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
-    accuracy = float(np.mean(predicted == test.y))
+    seed = source.objective.seed
+    key = _baseline_key(training, test, epochs, seed)
+    earlier = _earlier_baseline(client, key)
+    if earlier is None:
+        keras.utils.set_random_seed(seed)
+        baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
+        baseline.fit(training.x, training.y, batch_size=128, epochs=epochs, verbose=0)
+        predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
+        accuracy, origin = float(np.mean(predicted == test.y)), f"trained for {epochs} epochs"
+    else:
+        accuracy = earlier.data.metrics["baseline_accuracy"]
+        origin = f"read from promotion run {earlier.info.run_id}, same data"
+    say(f"baseline: accuracy {accuracy:.4f} ({origin})")
+    margin = source.objective.margin
     candidate = evaluation.metrics["accuracy"]
-    passed = candidate >= accuracy + BASELINE_MARGIN
-    say(f"baseline: accuracy {accuracy:.4f} after {epochs} epochs")
+    passed = candidate >= accuracy + margin
     relation = "at least" if passed else "below"
     return Gate("baseline", passed,
-                f"test accuracy {candidate:.4f} is {relation} the baseline's {accuracy:.4f} + margin {BASELINE_MARGIN}",
-                {"baseline_accuracy": accuracy, "baseline_epochs": float(epochs), "baseline_margin": BASELINE_MARGIN})
+                f"test accuracy {candidate:.4f} is {relation} the baseline's {accuracy:.4f} + margin {margin} "
+                f"(baseline {origin})",
+                {"baseline_accuracy": accuracy, "baseline_epochs": float(epochs), "baseline_margin": margin},
+                {"atelier.baseline_key": key})
+
+
+def _baseline_key(training: Images, test: Images, epochs: int, seed: int) -> str:
+    """What a baseline's accuracy depends on, hashed: its training and test images, epochs and seed."""
+    digest = hashlib.sha256(json.dumps([BASELINE_PARAMS, epochs, seed]).encode())
+    for array in (training.x, training.y, test.x, test.y):
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:32]
+
+
+def _earlier_baseline(client: MlflowClient, key: str) -> Run | None:
+    """The newest promotion run, in any study, whose baseline had this key."""
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
+    runs = client.search_runs(experiments, filter_string=f"tags.`atelier.baseline_key` = '{key}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def _champion_gate(champion: keras.Model | None, model_name: str, test: Images, evaluation: Evaluation) -> Gate:
@@ -255,6 +292,7 @@ def _register(client: MlflowClient, experiment_id: str, source: Source, refit: b
             "atelier.trial_number": str(trial.number), "atelier.source_run_id": trial.user_attrs["mlflow_run_id"],
             "atelier.test_evaluations": str(count), "atelier.refit": str(refit).lower(),
             "atelier.gates": "passed" if passed else "failed"} | gate_tags
+    tags |= {key: value for g in gates for key, value in g.tags.items()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=promotion_run_name(trial.number), tags=tags) as run:
         mlflow.log_params(trial.params | {"refit": refit, "epochs": source.best_epoch, "model_name": model_name})
         metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
@@ -265,13 +303,17 @@ def _register(client: MlflowClient, experiment_id: str, source: Source, refit: b
         _log_data(source.objective.name, training, test)
         mlflow.log_text(evaluation.confusion.to_csv(), "confusion_matrix.csv")
         mlflow.log_text(evaluation.report.to_csv(), "classification_report.csv")
-        mlflow.log_figure(confusion_figure(evaluation.confusion, f"{model_name}: study {source.study_name} "
-                                           f"trial {trial.number}"), "confusion_matrix.png")
+        title = f"{model_name}: study {source.study_name} trial {trial.number}"
+        class_names = tuple(evaluation.confusion.index)
+        mlflow.log_figure(confusion_figure(evaluation.confusion, title), "confusion_matrix.png")
+        mlflow.log_figure(precision_recall_figure(test.y, proba, class_names, title), "precision_recall.png")
+        mlflow.log_figure(misclassified_figure(test.x, test.y, proba, class_names, title), "misclassified.png")
         with tempfile.TemporaryDirectory() as folder:  # not log_model: it fails with an input example (mlflow#16183)
             path = Path(folder) / "model"
             path.mkdir()
             mlflow.keras.save_model(model, str(path), signature=infer_signature(test.x[:5], proba[:5]),
-                                    input_example=test.x[:2], pip_requirements=_requirements())
+                                    input_example=test.x[:2], pip_requirements=_requirements(),
+                                    metadata={"class_names": list(class_names)})
             mlflow.log_artifacts(str(path), "model")
         version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
         mlflow.set_tags({"atelier.model_name": model_name, "atelier.model_version": version,

@@ -1,4 +1,4 @@
-"""Tables of a study's trials, best first, for the terminal and for files."""
+"""Tables for the terminal and for files: a study's trials best first, rendered in several formats."""
 
 from __future__ import annotations
 
@@ -33,3 +33,17 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 def _last_reported(trial: optuna.trial.FrozenTrial) -> float | None:
     steps = trial.intermediate_values
     return steps[max(steps)] if steps else None
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """`table` as aligned text, CSV, JSON records or a Markdown table, ending in a newline."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2) + "\n"
+    if fmt == "markdown":
+        cells = table.astype(object).where(table.notna(), "").astype(str)
+        lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+        return "\n".join(lines) + "\n"
+    return (table.to_string(index=False) if len(table) else "(none)") + "\n"

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing
 import time
 import traceback
 import warnings
+from dataclasses import asdict
 from datetime import datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from search.config import Objective, Space
+from search.config import Objective, Space, objective_record
 from search.errors import SetupError
 from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 
@@ -53,20 +56,30 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space) -> optuna.Study:
-    """Create the study or resume it, refusing to resume one made for another space or metric."""
+def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space,
+               data_dir: Path | None = None) -> optuna.Study:
+    """Create the study or resume it, refusing to resume one made for another space, metric or data.
+
+    A new study records the objective with every setting resolved (and `data_dir`), so that
+    promotion rebuilds exactly the data the search used.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction,
                                 load_if_exists=True)
+    data = json.dumps({"data": asdict(objective.data), "seed": objective.seed}, default=str, sort_keys=True)
     identity = {"space": space.name, "space_file": space.text, "objective": objective.name,
-                "metric": objective.metric}
+                "metric": objective.metric, "data": data}
     recorded = study.user_attrs
     for key, value in identity.items():
         if key in recorded and recorded[key] != value:
-            shown = "a different space file" if key == "space_file" else f"{key} '{recorded[key]}'"
+            shown = {"space_file": "a different space file", "data": "different data settings (files, split or "
+                     "seed)"}.get(key, f"{key} '{recorded[key]}'")
             raise SetupError(f"study '{name}' was made with {shown}; resume it with the same settings "
                              "or start a new one with --study NEW_NAME")
-    for key, value in identity.items():
+    created = identity | {"objective_settings": objective_record(objective)}
+    if data_dir is not None:
+        created["data_dir"] = str(data_dir.resolve())
+    for key, value in created.items():
         if key not in recorded:
             study.set_user_attr(key, value)
     return study

@@ -49,7 +49,7 @@ def test_show_without_a_store_says_how_to_make_one(workdir: Path, atelier) -> No
     assert status == 2 and "run `atelier run` first" in err and err.count("\n") == 1
 
 
-def test_resuming_with_another_space_is_refused(workdir: Path, atelier) -> None:
+def test_resuming_with_another_space_or_seed_is_refused(workdir: Path, atelier) -> None:
     (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [16, 32]}\n")
     status, _, _ = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "1",
                            "--max-epochs", "1", "--quiet")
@@ -57,6 +57,10 @@ def test_resuming_with_another_space_is_refused(workdir: Path, atelier) -> None:
     (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [64, 128]}\n")
     status, _, err = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2")
     assert status == 2 and "was made with a different space file" in err
+    (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [16, 32]}\n")
+    status, _, err = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2",
+                             "--seed", "7")
+    assert status == 2 and "was made with different data settings (files, split or seed)" in err
 
 
 def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> None:

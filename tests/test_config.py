@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from search.config import Choice, Fixed, Objective, Range, load_objective, load_space
+from search.config import (Choice, Fixed, Objective, Range, load_objective, load_space, objective_from_record,
+                           objective_record)
 from search.errors import SetupError
 from search.schema import EPOCH_METRICS, PARAMETERS
 
@@ -147,6 +148,9 @@ BAD_OBJECTIVES = [
     ("one-class-name", '[data]\nsource = "digits"\nclass_names = ["a"]\n', "data.class_names", "at least two"),
     ("negative-subsample", '[data]\nsource = "digits"\nsubsample = -5\n', "data.subsample", "fraction in (0, 1]"),
     ("malformed-toml", "[data\nsource = 1\n", "line 1", "fix the syntax"),
+    ("margin-above-one", VALID_DATA + "[promotion]\nmargin = 1.5\n", "promotion.margin", "from 0 up to 1"),
+    ("unknown-promotion-key", VALID_DATA + "[promotion]\nmargn = 0.1\n", "promotion.margn",
+     "did you mean 'margin'"),
 ]
 
 
@@ -268,3 +272,13 @@ def test_objective_data_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     data = load_objective(str(path)).data
     assert data.train == (tmp_path / "sub" / "data" / "train.csv").resolve()
     assert data.dir == Path("/abs")
+
+
+def test_objective_record_keeps_every_resolved_setting(tmp_path: Path) -> None:
+    """What a study records rebuilds the very objective, data paths, class names and margin included."""
+    write(tmp_path, "data/train.csv", "label,pixel1\n")
+    path = write(tmp_path, "csv.toml", '[data]\nsource = "csv"\ntrain = "data/train.csv"\nclass_names = ["a", "b"]\n'
+                 '[search]\nseed = 4\n[promotion]\nmargin = 0.02\n')
+    for objective in (load_objective(str(path)), load_objective("fashion-mnist")):
+        assert objective_from_record(objective_record(objective)) == objective
+    assert objective_from_record(objective_record(load_objective(str(path)))).data.train == tmp_path / "data/train.csv"

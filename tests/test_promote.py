@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +22,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from search import cli
-from search.config import load_objective
-from search.data import reader
+from search.config import load_objective, objective_from_record
+from search.data import load_search_data, reader
 from search.evaluate import evaluate, expected_calibration_error
 
 TEST_METRICS = {f"test_{name}" for name in (
@@ -28,6 +37,10 @@ WEAK_SPACE = """
 [params]
 dense_units = {choices = [8]}
 learning_rate = {low = 1e-7, high = 2e-7, log = true}
+"""
+MARGIN_OBJECTIVE = (Path(__file__).parent.parent / "objectives" / "digits.toml").read_text() + """
+[promotion]
+margin = 0.5
 """
 SHRINK_SPACE = """
 [params]
@@ -49,9 +62,10 @@ class Promoted:
         return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(self.workdir / "mlruns" / "optuna.journal"))))
 
-    def promotion_runs(self, study_name: str) -> list[Run]:
+    def promotion_runs(self, study_name: str, model_name: str) -> list[Run]:
         experiment = self.client.get_experiment_by_name(study_name)
-        return self.client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'promotion'")
+        return self.client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'promotion' and "
+                                       f"tags.`atelier.model_name` = '{model_name}'")
 
 
 def _cli(*args: str) -> str:
@@ -66,6 +80,7 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> Promoted:
     workdir = tmp_path_factory.mktemp("promote")
     (workdir / "weak.toml").write_text(WEAK_SPACE)
     (workdir / "shrink.toml").write_text(SHRINK_SPACE)
+    (workdir / "margin.toml").write_text(MARGIN_OBJECTIVE)
     before = Path.cwd()
     os.chdir(workdir)
     try:
@@ -74,6 +89,9 @@ def promoted(tmp_path_factory: pytest.TempPathFactory) -> Promoted:
         _cli("run", "--objective", "digits", "--space", "weak.toml", "--study", "weak", "--trials", "1",
              "--max-epochs", "1", "--quiet")
         outputs["weak"] = _cli("promote", "--study", "weak", "--model-name", "digits")
+        outputs["again"] = _cli("promote", "--study", "digits-dense", "--model-name", "digits-again")
+        _cli("run", "--objective", "margin.toml", "--seed", "3", "--trials", "1", "--max-epochs", "2", "--quiet")
+        outputs["margin"] = _cli("promote", "--study", "margin-dense")
         _cli("run", "--objective", "digits", "--space", "shrink.toml", "--study", "shrink", "--trials", "1",
              "--quiet")  # its one trial is pruned as unbuildable: a study with nothing to promote
     finally:
@@ -87,7 +105,7 @@ def test_first_promotion_becomes_champion_with_its_test_record(promoted: Promote
     champion = client.get_model_version_by_alias("digits", "champion")
     assert str(champion.version) == "1"
     assert champion.tags["atelier.trial_number"] == str(best.number)
-    [run] = promoted.promotion_runs("digits-dense")
+    [run] = promoted.promotion_runs("digits-dense", "digits")
     assert run.info.run_name == f"promotion-trial-{best.number:04d}"
     assert run.info.run_id == champion.tags["atelier.promotion_run_id"]
     tags, metrics = run.data.tags, run.data.metrics
@@ -97,7 +115,8 @@ def test_first_promotion_becomes_champion_with_its_test_record(promoted: Promote
     assert metrics["test_evaluations"] == 1 and metrics["gate_baseline_passed"] == 1
     assert metrics["test_accuracy"] >= metrics["baseline_accuracy"] > 0.1
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
-        "confusion_matrix.csv", "confusion_matrix.png", "classification_report.csv", "model"}
+        "confusion_matrix.csv", "confusion_matrix.png", "classification_report.csv", "precision_recall.png",
+        "misclassified.png", "model"}
     folder = promoted.workdir / "download"
     confusion = pd.read_csv(client.download_artifacts(run.info.run_id, "confusion_matrix.csv", str(folder)),
                             index_col=0).to_numpy()
@@ -112,8 +131,9 @@ def test_registered_champion_predicts_what_was_evaluated(promoted: Promoted) -> 
     mlflow.set_tracking_uri(promoted.client.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/digits@champion")
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+    assert model.metadata.metadata["class_names"] == [str(digit) for digit in range(10)]
     predicted = np.asarray(model.predict(test.x)).argmax(axis=1)
-    [run] = promoted.promotion_runs("digits-dense")
+    [run] = promoted.promotion_runs("digits-dense", "digits")
     assert np.mean(predicted == test.y) == pytest.approx(run.data.metrics["test_accuracy"])
 
 
@@ -124,7 +144,7 @@ def test_weak_candidate_stays_candidate_with_mcnemar_figures(promoted: Promoted)
     weak = client.get_model_version("digits", "2")
     assert weak.tags["atelier.gate.champion"].startswith("failed: the champion is significantly better")
     assert "not champion" in weak.description and "champion gate failed" in weak.description
-    [run] = promoted.promotion_runs("weak")
+    [run] = promoted.promotion_runs("weak", "digits")
     metrics = run.data.metrics
     assert run.data.tags["atelier.gates"] == "failed" and metrics["gate_champion_passed"] == 0
     assert metrics["mcnemar_p_value"] < 0.05
@@ -133,6 +153,147 @@ def test_weak_candidate_stays_candidate_with_mcnemar_figures(promoted: Promoted)
     assert metrics["test_evaluations"] == 1
     assert "models:/digits/2 (candidate only)" in promoted.outputs["weak"]
     assert "gate champion: FAILED" in promoted.outputs["weak"]
+
+
+def test_second_promotion_reuses_the_baseline_and_counts_test_evaluations(promoted: Promoted) -> None:
+    [first] = promoted.promotion_runs("digits-dense", "digits")
+    [again] = promoted.promotion_runs("digits-dense", "digits-again")
+    assert again.data.metrics["test_evaluations"] == 2
+    assert again.data.tags["atelier.baseline_key"] == first.data.tags["atelier.baseline_key"]
+    assert again.data.metrics["baseline_accuracy"] == first.data.metrics["baseline_accuracy"]
+    assert f"read from promotion run {first.info.run_id}" in promoted.outputs["again"]
+    assert "trained for" in promoted.outputs["good"]
+
+
+def test_objective_margin_and_seed_are_what_promotion_uses(promoted: Promoted) -> None:
+    study = promoted.study("margin-dense")
+    objective = objective_from_record(study.user_attrs["objective_settings"])
+    assert objective.seed == 3 and objective.margin == 0.5
+    [run] = promoted.promotion_runs("margin-dense", "margin")
+    assert run.data.metrics["baseline_margin"] == 0.5 and run.data.metrics["gate_baseline_passed"] == 0
+    assert "below the baseline's" in run.data.tags["atelier.gate.baseline"]
+    assert "gate baseline: FAILED" in promoted.outputs["margin"]
+    with pytest.raises(MlflowException):
+        promoted.client.get_model_version_by_alias("margin", "champion")
+    searched = load_search_data(objective)  # the seed-3 split the search used, not the file's seed 0
+    train = mlflow.data.from_numpy(searched.train.x, targets=searched.train.y)
+    logged = {i.dataset.digest for i in run.inputs.dataset_inputs if i.tags[0].value == "train"}
+    assert logged == {train.digest}
+
+
+def _write_inputs(folder: Path, x: np.ndarray, y: np.ndarray) -> dict[str, Path]:
+    """The same images as a .npy file, Kaggle CSVs with and without labels, and a folder of PNGs."""
+    folder.mkdir(exist_ok=True)
+    pixels = pd.DataFrame(x.reshape(len(x), -1), columns=[f"pixel{i}" for i in range(1, x[0].size + 1)])
+    paths = {"npy": folder / "images.npy", "csv": folder / "unlabelled.csv", "labelled": folder / "labelled.csv",
+             "png": folder / "png"}
+    np.save(paths["npy"], x)
+    pixels.to_csv(paths["csv"], index=False)
+    pixels.assign(label=y)[["label", *pixels.columns]].to_csv(paths["labelled"], index=False)
+    paths["png"].mkdir(exist_ok=True)
+    for index, image in enumerate(x):
+        Image.fromarray(image[..., 0], mode="L").save(paths["png"] / f"{index:03d}.png")
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["npy", "csv", "labelled", "png"])
+def test_predict_labels_images_as_the_registered_pyfunc_does(
+        promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, kind: str) -> None:
+    monkeypatch.chdir(promoted.workdir)
+    test = reader(load_objective("digits").data)[0]("test")
+    x = test.x[:12]
+    path = _write_inputs(promoted.workdir / "inputs", x, test.y[:12])[kind]
+    status, out, err = atelier("predict", "--model", "models:/digits@champion", "--input", path,
+                               "--format", "json")
+    assert status == 0, err
+    rows = json.loads(out)
+    mlflow.set_tracking_uri(promoted.client.tracking_uri)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar
+        proba = np.asarray(mlflow.pyfunc.load_model("models:/digits@champion").predict(x))
+    assert [row["class"] for row in rows] == proba.argmax(axis=1).tolist()
+    assert [row["label"] for row in rows] == [str(c) for c in proba.argmax(axis=1)]
+    assert [row["probability"] for row in rows] == pytest.approx(proba.max(axis=1), abs=1e-4)
+    status, table, _ = atelier("predict", "--model", "models:/digits/1", "--input", path)
+    assert status == 0 and len(table.splitlines()) == 13 and table.split()[:4] == ["image", "label", "class",
+                                                                                    "probability"]
+
+
+def _bad_predict_inputs(folder: Path) -> dict[str, Path]:
+    folder.mkdir(exist_ok=True)
+    np.save(folder / "big.npy", np.zeros((3, 28, 28), dtype=np.uint8))
+    np.save(folder / "unit.npy", np.full((3, 8, 8), 0.5))
+    (folder / "rgb").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8), mode="RGB").save(folder / "rgb" / "a.png")
+    pd.DataFrame({"label": [1], "pixel1": [0], "px2": [3]}).to_csv(folder / "columns.csv", index=False)
+    (folder / "notes.txt").write_text("not images")
+    return {name: folder / name for name in ("big.npy", "unit.npy", "rgb", "columns.csv", "notes.txt")}
+
+
+@pytest.mark.parametrize(("model", "given", "message"), [
+    ("models:/digits@champion", "big.npy", "images are 28x28x1 (height x width x channels) but the model takes 8x8x1"),
+    ("models:/digits@champion", "rgb", "images are 8x8x3 (height x width x channels) but the model takes 8x8x1"),
+    ("models:/digits@champion", "unit.npy", "multiply by 255"),
+    ("models:/digits@champion", "columns.csv", "columns must be [label,]pixel1,...,pixelN"),
+    ("models:/digits@champion", "notes.txt", "cannot read '.txt' files"),
+    ("models:/nope@champion", "big.npy", "model 'models:/nope@champion' does not resolve"),
+    ("models:/digits/99", "big.npy", "model 'models:/digits/99' does not resolve"),
+])
+def test_predict_bad_input_exits_2_with_one_line(promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier,
+                                                  model: str, given: str, message: str) -> None:
+    monkeypatch.chdir(promoted.workdir)
+    path = _bad_predict_inputs(promoted.workdir / "bad")[given]
+    versions = len(promoted.client.search_model_versions("name = 'digits'"))
+    status, out, err = atelier("predict", "--model", model, "--input", path)
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+    assert len(promoted.client.search_model_versions("name = 'digits'")) == versions
+
+
+def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: Promoted) -> None:
+    test = reader(load_objective("digits").data)[0]("test")
+    port = _free_port()
+    environment = os.environ | {"MLFLOW_TRACKING_URI": promoted.client.tracking_uri,  # and uvicorn on the PATH:
+                                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion", "--env-manager",
+         "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=promoted.workdir, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"inputs": test.x[:20].tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answered = np.asarray(json.loads(response.read())["predictions"])
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    mlflow.set_tracking_uri(promoted.client.tracking_uri)
+    expected = np.asarray(mlflow.pyfunc.load_model("models:/digits@champion").predict(test.x[:20]))
+    assert answered.shape == (20, 10)
+    np.testing.assert_allclose(answered.sum(axis=1), 1.0, atol=1e-4)
+    assert answered.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {seconds} s")
 
 
 @pytest.mark.parametrize(("args", "message"), [

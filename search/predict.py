@@ -1,0 +1,128 @@
+"""Label images with a model from the registry: `.npy`, Kaggle-layout CSV or a folder of PNG images in.
+
+The model is loaded as an MLflow pyfunc, the same way `mlflow models serve` loads it, so what
+`atelier predict` prints is what the served model answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from PIL import Image, UnidentifiedImageError
+
+from search.data import read_kaggle_csv
+from search.errors import SetupError
+
+IMAGE_SUFFIXES = (".png",)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A registered model with the shape of image it takes and the names of its classes."""
+
+    uri: str
+    model: mlflow.pyfunc.PyFuncModel
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of raw 0-255 images, one row per image."""
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar, which no flag turns off here
+            return np.asarray(self.model.predict(x))
+
+
+def load_classifier(uri: str) -> Classifier:
+    """The model at `uri` (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a folder)."""
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SetupError(f"model '{uri}' does not resolve ({first_line}); give a registered model such as "
+                         "models:/fashion-mnist@champion, and the --store or --tracking-uri it was registered in") from None
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.is_tensor_spec():
+        raise SetupError(f"model '{uri}' has no tensor input signature; promote it with `atelier promote`")
+    shape = tuple(int(size) for size in schema.inputs[0].shape[1:])
+    names = (model.metadata.metadata or {}).get("class_names")
+    output = model.metadata.get_output_schema()
+    count = int(output.inputs[0].shape[-1]) if output is not None and output.is_tensor_spec() else 0
+    return Classifier(uri, model, shape, tuple(names) if names else tuple(str(i) for i in range(count)))
+
+
+def read_images(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
+    """Names and raw 0-255 uint8 pixels of the images at `path`, checked against the model's input shape."""
+    if path.is_dir():
+        return _read_folder(path, input_shape)
+    if not path.is_file():
+        raise SetupError(f"{path}: no such file or folder; give a .npy file, a .csv file or a folder of .png images")
+    if path.suffix == ".npy":
+        return _read_npy(path, input_shape)
+    if path.suffix == ".csv":
+        x = read_kaggle_csv(path, labelled=False).x
+        return [f"row {row}" for row in range(1, len(x) + 1)], _fit_shape(x, input_shape, str(path))
+    raise SetupError(f"{path}: cannot read '{path.suffix}' files; give a .npy file, a Kaggle-layout .csv file "
+                     "or a folder of .png images")
+
+
+def predictions_table(classifier: Classifier, names: list[str], x: np.ndarray) -> pd.DataFrame:
+    """One row per image: its name, predicted label, and the label's probability."""
+    proba = classifier.predict(x)
+    best = proba.argmax(axis=1)
+    labels = [classifier.class_names[i] if i < len(classifier.class_names) else str(i) for i in best]
+    return pd.DataFrame({"image": names, "label": labels, "class": best,
+                         "probability": proba[np.arange(len(best)), best].round(4)})
+
+
+def _read_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise SetupError(f"{path}: not a readable .npy array ({error}); save images with numpy.save") from None
+    if not np.issubdtype(x.dtype, np.number) or x.size == 0:
+        raise SetupError(f"{path}: holds {x.dtype} array of shape {x.shape}; give numeric images (N, H, W[, C])")
+    if np.issubdtype(x.dtype, np.floating) and x.max() <= 1.0 and x.max() > 0:
+        raise SetupError(f"{path}: pixels lie in [0, 1]; the model takes raw 0-255 pixels: multiply by 255")
+    if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
+        raise SetupError(f"{path}: pixel values must be whole numbers from 0 to 255 "
+                         f"(found {x.min()} to {x.max()}); give raw 0-255 pixels")
+    if x.shape == input_shape or x.shape == input_shape[:-1]:
+        x = x[np.newaxis]  # a single image
+    return [f"image {i}" for i in range(len(x))], _fit_shape(x.astype(np.uint8), input_shape, str(path))
+
+
+def _read_folder(folder: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SetupError(f"{folder}: no .png images in this folder; give a folder of .png images")
+    channels = input_shape[-1]
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                mode = image.mode
+                pixels = np.asarray(image.convert("L") if mode in ("1", "P") and channels == 1 else image)
+        except (OSError, UnidentifiedImageError) as error:
+            raise SetupError(f"{file}: not a readable PNG image ({error}); remove or replace it") from None
+        if pixels.dtype != np.uint8:
+            raise SetupError(f"{file}: {pixels.dtype} pixels (mode {mode}); save it as an 8-bit PNG")
+        images.append(_fit_shape(pixels[np.newaxis], input_shape, str(file))[0])
+    return [file.name for file in files], np.stack(images)
+
+
+def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.ndarray:
+    """`x` as (N,) + input_shape, adding a missing single channel; a SetupError when it does not fit."""
+    if x.ndim == len(input_shape) and input_shape[-1] == 1:
+        x = x[..., np.newaxis]
+    if x.shape[1:] != input_shape:
+        got = "x".join(map(str, x.shape[1:]))
+        wanted = "x".join(map(str, input_shape))
+        raise SetupError(f"{where}: images are {got} (height x width x channels) but the model takes {wanted}; "
+                         "resize or convert them first")
+    return x
