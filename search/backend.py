@@ -35,5 +35,12 @@ if "tensorflow" not in sys.modules:
     _import_quietly()
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras"]
+__all__ = ["keras", "limit_threads"]
+
+
+def limit_threads(threads: int) -> None:
+    """Give this process's TensorFlow `threads` threads within and between ops; call before any op runs."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)

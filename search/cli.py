@@ -15,6 +15,7 @@ from search.errors import SetupError
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 FORMATS = ("table", "csv", "json", "markdown")  # what search.report.render writes
+DEFAULT_WORKERS, MAX_WORKERS = 1, 64
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sampler", help="tpe, random, cmaes or gp")
     run.add_argument("--pruner", help="hyperband, median, halving or none")
     run.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    run.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                     help=f"trials run at once, each in its own process with a share of the cores ({DEFAULT_WORKERS})")
     run.add_argument("--quiet", action="store_true", help="print only the summary")
     _store_flags(run)
     run.set_defaults(command=_run)
@@ -112,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {"trials": args.trials, "max_epochs": args.max_epochs, "timeout": args.timeout,
                  "seed": args.seed, "sampler": args.sampler, "pruner": args.pruner}
     objective = check_objective(replace(objective, **{k: v for k, v in overrides.items() if v is not None}))
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise SetupError(f"--workers {args.workers} is not a count of processes; give 1 to {MAX_WORKERS}")
     space = load_space(args.space or objective.space)
     store = _store(args)
     study_name = args.study or f"{objective.name}-{space.name}"
@@ -125,15 +130,15 @@ def _run(args: argparse.Namespace) -> int:
               f"from {data.source} in {time.perf_counter() - started:.2f} s")
     from search.progress import Progress
     from search.study import open_study, optimize
-    from search.tracking import dataset_inputs
+    from search.tracking import dataset_inputs, redact
     from search.trial import SearchPlan
 
     study = open_study(study_name, store.storage(), objective, space, args.data_dir)
     plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
     progress = Progress(study, objective, quiet=args.quiet)
     progress.start()
-    optimize(plan, progress.trial_done)
-    progress.summary(f"{store.tracking} experiment {study.user_attrs.get('mlflow_experiment_id')}")
+    optimize(plan, progress.trial_done, workers=args.workers)
+    progress.summary(f"{redact(store.tracking)} experiment {study.user_attrs.get('mlflow_experiment_id')}")
     return 0
 
 

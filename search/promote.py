@@ -39,7 +39,7 @@ from search.model import build_model
 from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
-from search.tracking import MODEL_FILE, promotion_run_name
+from search.tracking import MODEL_FILE, promotion_run_name, redact
 from search.train import CosineDecay
 
 PROMOTION_KIND = "promotion"
@@ -147,7 +147,7 @@ def promote(store: Store, study_name: str | None = None, trial_number: int | Non
     client = MlflowClient(store.tracking)
     experiment = client.get_experiment_by_name(source.study_name)
     if experiment is None:
-        raise SetupError(f"study '{source.study_name}' has no MLflow experiment in {store.tracking}; "
+        raise SetupError(f"study '{source.study_name}' has no MLflow experiment in {redact(store.tracking)}; "
                          "pass the --tracking-uri the search used")
     mlflow.set_tracking_uri(store.tracking)
     champion = _load_champion(client, model_name)

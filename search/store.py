@@ -14,6 +14,7 @@ from search.tracking import check_tracking_uri, redact, sqlite_database
 
 JOURNAL_FILE = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a trial silent for GRACE_SECONDS is an orphan
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,11 @@ class Store:
             path = Path(url) if url else self.folder / JOURNAL_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(path)))
+        from search.recovery import OrphanHandler
+
         try:
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
         except Exception as error:
             raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
                              "check that the database server runs and the URL is right") from None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import time
 import traceback
 import warnings
@@ -12,14 +15,16 @@ from dataclasses import asdict
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
+from search.recovery import recover_orphans, worker_id
 from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -99,79 +104,116 @@ def counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None],
-             trials_per_process: int = TRIALS_PER_PROCESS) -> None:
-    """Run trials until the study holds the objective's target or its timeout has passed.
+def wanted(study: optuna.Study, target: int) -> bool:
+    """Whether another trial is needed: finished and running trials (of every worker) fall short of `target`."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))) < target
 
-    Trials run in a worker process that is replaced after `trials_per_process` trials: Keras
-    leaks memory from trial to trial even after `clear_session()`, and a fresh process is the
-    only reliable way to free it. Workers fork from a server process that has imported the
-    libraries but never run TensorFlow (forking a process whose TensorFlow runtime has started
-    can deadlock), so a new worker costs a fork and the data's transfer, not a fresh import.
+
+def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None], workers: int = 1,
+             trials_per_process: int = TRIALS_PER_PROCESS, on_note: Callable[[str], None] = print) -> None:
+    """Run trials in `workers` processes at once until the study holds its target or the timeout has passed.
+
+    A worker process runs `trials_per_process` trials and is replaced: Keras leaks memory from
+    trial to trial even after `clear_session()`, and a fresh process is the only reliable way to
+    free it. Workers fork from a server process that has imported the libraries but never run
+    TensorFlow (forking a process whose TensorFlow runtime has started can deadlock), so a new
+    worker costs a fork and the data's transfer, not a fresh import. A worker that dies (killed,
+    out of memory) leaves an orphaned trial: it is failed, its run closed, and its parameters
+    queued again, and the search goes on.
     """
     objective = plan.objective
     deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
-    study = optuna.load_study(study_name=plan.study_name, storage=plan.store.storage())
-    failures = 0
-    while counted(study) < objective.trials and not _past(deadline):
-        failures = _run_worker(plan, deadline, failures, trials_per_process, on_trial)
+    storage = plan.store.storage()
+    study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    orphans = recover_orphans(study, storage, plan.store.tracking)
+    if orphans:
+        on_note(f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
+                "that died: failed, its run closed as KILLED, its parameters queued again")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["search.study"])
+    live: dict[Connection, multiprocessing.process.BaseProcess] = {}
+    failures = started = 0
+    try:
+        while True:
+            while len(live) < workers and wanted(study, objective.trials) and not _past(deadline):
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, daemon=True,
+                                          args=(plan, deadline, trials_per_process, workers, started, send))
+                process.start()
+                send.close()
+                live[receive] = process
+                started += 1
+            if not live:
+                return
+            for receive in multiprocessing.connection.wait(list(live)):
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    failures += _ended(live.pop(receive), study, storage, plan, on_note)
+                    continue
+                if kind == "error":
+                    raise SetupError(payload)
+                if kind == "crash":
+                    raise RuntimeError(f"a worker process crashed:\n{payload}")
+                on_trial(payload)
+                failures = failures + 1 if payload.state is TrialState.FAIL else 0
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise SetupError(f"{failures} trials failed in a row; see their reasons with `atelier show` "
+                                 "and fix the space or objective")
+    except KeyboardInterrupt:
+        for process in live.values():  # they got the same Ctrl-C: let them close their trials' runs
+            process.join(timeout=60)
+        raise
+    except BaseException:
+        _stop(live.values())
+        raise
+
+
+def _ended(process: multiprocessing.process.BaseProcess, study: optuna.Study, storage: BaseStorage,
+           plan: SearchPlan, on_note: Callable[[str], None]) -> int:
+    """Reap a worker whose pipe closed; recover its trial if it died. Returns 1 if it died, else 0."""
+    process.join()
+    if process.exitcode == 0:
+        return 0
+    orphans = recover_orphans(study, storage, plan.store.tracking)
+    how = f"signal {-process.exitcode}" if process.exitcode < 0 else f"status {process.exitcode}"
+    on_note(f"a worker process died ({how}); trial{'s' * (len(orphans) != 1)} "
+            f"{', '.join(map(str, orphans)) or 'none'} failed and queued again")
+    return 1
+
+
+def _stop(processes: Iterable[multiprocessing.process.BaseProcess]) -> None:
+    """Interrupt workers still running (each closes its trial's run as failed) and wait for them."""
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(timeout=60)
 
 
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _run_worker(plan: SearchPlan, deadline: float | None, failures: int, limit: int,
-                on_trial: Callable[[TrialReport], None]) -> int:
-    """Fork one worker, relay its reports, and return the count of failures in a row at its end."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["search.study"])
-    receive, send = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker, args=(plan, deadline, failures, limit, send), daemon=True)
-    worker.start()
-    send.close()
-    try:
-        while True:
-            try:
-                kind, payload = receive.recv()
-            except EOFError:
-                break
-            if kind == "trial":
-                on_trial(payload)
-                failures = failures + 1 if payload.state is TrialState.FAIL else 0
-            elif kind == "error":
-                raise SetupError(payload)
-            elif kind == "crash":
-                raise RuntimeError(f"a worker process crashed:\n{payload}")
-    except KeyboardInterrupt:
-        worker.join(timeout=60)  # it got the same Ctrl-C: let it close its trial's run
-        raise
-    worker.join()
-    if worker.exitcode != 0:
-        raise RuntimeError(f"a worker process ended with status {worker.exitcode}")
-    return failures
-
-
-def _worker(plan: SearchPlan, deadline: float | None, failures: int, limit: int, send: Connection) -> None:
-    """Run up to `limit` trials in this forked process, sending a report after each."""
+def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, slot: int,
+            send: Connection) -> None:
+    """Run up to `limit` trials in this forked process (the `slot`-th started), sending a report after each."""
     objective = plan.objective
+    limit_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported, with reasons, by the parent
     gc.collect()
     gc.freeze()  # libraries and data live as long as this process: keep them out of every collection
     try:
         study = optuna.load_study(study_name=plan.study_name, storage=plan.store.storage(),
                                   pruner=make_pruner(objective.pruner, objective.max_epochs))
-        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials), objective.trials)
+        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials) + slot,
+                                     objective.trials)
         ctx = SearchContext.connect(plan)
         study.set_user_attr("mlflow_experiment_id", ctx.experiment_id)
         for _ in range(limit):
-            if counted(study) >= objective.trials or _past(deadline):
+            if not wanted(study, objective.trials) or _past(deadline):
                 break
-            report = _one_trial(study, ctx)
-            send.send(("trial", report))
-            failures = failures + 1 if report.state is TrialState.FAIL else 0
-            if failures >= MAX_FAILURES_IN_A_ROW:
-                raise SetupError(f"{failures} trials failed in a row (last: {report.reason}); "
-                                 "see `atelier show` and fix the space or objective")
+            send.send(("trial", _one_trial(study, ctx)))
     except SetupError as error:
         send.send(("error", str(error)))
     except KeyboardInterrupt:
@@ -182,12 +224,23 @@ def _worker(plan: SearchPlan, deadline: float | None, failures: int, limit: int,
         send.close()
 
 
+class _TrialFailed(Exception):
+    """A trial that failed for a reason of its own (recorded); the search goes on."""
+
+
 def _one_trial(study: optuna.Study, ctx: SearchContext) -> TrialReport:
-    trial = study.ask()
-    try:
+    """One trial through `study.optimize`, which keeps its heartbeat where the storage has one."""
+    reports = []
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
         report = run_trial(trial, ctx)
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    study.tell(trial, report.value, state=report.state)
-    return report
+        reports.append(report)
+        if report.state is TrialState.PRUNED:
+            raise optuna.TrialPruned(report.reason)
+        if report.state is TrialState.FAIL:
+            raise _TrialFailed(report.reason)
+        return report.value
+
+    study.optimize(objective, n_trials=1, catch=(_TrialFailed,), gc_after_trial=False)
+    return reports[0]

@@ -77,7 +77,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
         if model is not None:
             ctx.tracker.log_model_file(run_id, model)
     except (SetupError, KeyboardInterrupt) as error:
-        reason = "interrupted by the user" if isinstance(error, KeyboardInterrupt) else str(error)
+        reason = "interrupted (Ctrl-C, or the search stopped)" if isinstance(error, KeyboardInterrupt) else str(error)
         _forget_models()
         _close(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
         raise

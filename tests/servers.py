@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
+import psycopg
+from psycopg import sql
 
 PG_USER = "atelier"
 START_TIMEOUT_S = 60
@@ -60,19 +60,14 @@ class PostgresServer:
     host: str = "127.0.0.1"
 
     def url(self, database: str) -> str:
-        """SQLAlchemy URL of `database`; the driver is explicit, as SQLAlchemy 2.1 defaults to psycopg 3."""
-        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+        """The plain `postgresql://` URL of `database`, as a user writes it (SQLAlchemy picks psycopg 3)."""
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
         """CREATE DATABASE `name`."""
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user,
-                                password=self.password, dbname="postgres")
-        try:
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        finally:
-            conn.close()
+        with psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as conn:  # CREATE DATABASE needs autocommit
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

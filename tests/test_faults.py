@@ -1,0 +1,125 @@
+"""Faults in real searches: SIGKILL of the whole command or of one worker, Ctrl-C, then resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+# Small slow trials: batch 16 and no pruning, so a trial is mid-fit long enough to be killed.
+SLOW_SPACE = """
+[params]
+dense_layers = 1
+dense_units = {choices = [32, 64]}
+batch_size = 16
+learning_rate = {low = 1e-3, high = 3e-3, log = true}
+"""
+
+
+def _command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--space", "slow.toml",
+            "--study", "faults", "--pruner", "none", "--quiet", *args]
+
+
+def _study(workdir: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
+    return optuna.load_study(study_name="faults", storage=storage)
+
+
+def _client(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+
+
+def _start(workdir: Path, *args: str) -> subprocess.Popen:
+    (workdir / "slow.toml").write_text(SLOW_SPACE)
+    return subprocess.Popen(_command(*args), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _wait_mid_fit(workdir: Path, process: subprocess.Popen, number: int, seconds: float = 180) -> FrozenTrial:
+    """Trial `number` once it is RUNNING and has reported an epoch (so it is inside model.fit)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if (workdir / "mlruns" / "optuna.journal").is_file():
+            trials = {t.number: t for t in _study(workdir).get_trials()}
+            trial = trials.get(number)
+            if trial is not None and trial.state is TrialState.RUNNING and trial.intermediate_values:
+                return trial
+        time.sleep(0.1)
+    pytest.fail(f"trial {number} never ran an epoch within {seconds} s")
+
+
+def _check_recovered(workdir: Path, killed: FrozenTrial, target: int) -> None:
+    """The killed trial failed with its run KILLED, was retried with its parameters, and the study finished."""
+    study, client = _study(workdir), _client(workdir)
+    trials = study.get_trials()
+    assert trials[killed.number].state is TrialState.FAIL
+    [retry] = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.params == killed.params and retry.state is TrialState.COMPLETE
+    assert len([t for t in trials if t.state is TrialState.COMPLETE]) == target
+    assert not [t for t in trials if t.state is TrialState.RUNNING]
+    run = client.get_run(killed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["atelier.state"] == "FAIL"
+    assert "worker process died" in run.data.tags["atelier.reason"]
+    experiment = client.get_experiment_by_name("faults")
+    runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
+    assert sorted(r.data.tags["atelier.trial_number"] for r in runs) == sorted(str(t.number) for t in trials)
+    for trial in trials:
+        if trial.state is TrialState.COMPLETE:
+            artifacts = {a.path for a in client.list_artifacts(trial.user_attrs["mlflow_run_id"])}
+            assert "model.keras" in artifacts
+
+
+def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Path) -> None:
+    args = ("--trials", "3", "--max-epochs", "8")
+    process = _start(workdir, *args)
+    killed = _wait_mid_fit(workdir, process, 1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    first = _study(workdir).get_trials()
+    assert first[0].state is TrialState.COMPLETE and first[1].state is TrialState.RUNNING
+    assert _client(workdir).get_run(killed.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+
+    result = subprocess.run(_command(*args), cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"found orphaned trial {killed.number}" in result.stdout
+    _check_recovered(workdir, killed, target=3)
+
+
+def test_a_killed_worker_is_replaced_and_the_search_goes_on(workdir: Path) -> None:
+    process = _start(workdir, "--trials", "2", "--max-epochs", "8")
+    killed = _wait_mid_fit(workdir, process, 0)
+    os.kill(int(killed.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert "a worker process died (signal 9); trial 0 failed and queued again" in out
+    _check_recovered(workdir, killed, target=2)
+
+
+def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: Path) -> None:
+    args = ("--trials", "2", "--max-epochs", "8")
+    process = _start(workdir, *args)
+    interrupted = _wait_mid_fit(workdir, process, 0)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "atelier: interrupted; run the same command again to resume"
+    trial = _study(workdir).get_trials()[0]
+    assert trial.state is TrialState.FAIL and trial.user_attrs["reason"].startswith("interrupted")
+    run = _client(workdir).get_run(interrupted.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["atelier.reason"].startswith("interrupted")
+
+    result = subprocess.run(_command(*args), cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    states = [t.state for t in _study(workdir).get_trials()]
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
