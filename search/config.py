@@ -174,6 +174,7 @@ def check_objective(objective: Objective, where: _Where | None = None) -> Object
     where.require(objective.trials >= 1, "search.trials", "must be at least 1")
     where.require(objective.max_epochs >= 1, "search.max_epochs", "must be at least 1")
     where.require(objective.max_params >= 1, "search.max_params", "must be at least 1")
+    where.require(0 <= objective.seed < 2**32, "search.seed", f"must be a whole number from 0 to {2**32 - 1}")
     where.require(objective.timeout is None or 0 < objective.timeout < math.inf, "search.timeout",
                   "must be a positive number of seconds")
     return objective
@@ -214,8 +215,10 @@ def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SetupError(f"{path}: malformed TOML ({error}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SetupError(f"{path}: cannot read ({error})") from None
+    except UnicodeDecodeError as error:
+        raise SetupError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
+    except OSError as error:
+        raise SetupError(f"{path}: cannot read ({error}); check that it is a readable file") from None
 
 
 def _did_you_mean(word: str, known: Any) -> str:
@@ -234,7 +237,7 @@ def _typed(where: _Where, key: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-        where.fail(key, f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        where.fail(key, f"expected {expected.__name__}, got {type(value).__name__} {value!r}; fix the value")
     return value
 
 

@@ -64,6 +64,9 @@ Reader = Callable[[Part], Images]
 
 def reader(config: DataConfig, data_dir: Path | None = None) -> tuple[Reader, str]:
     """A function that reads one part of the objective's data, and a description of where from."""
+    if data_dir is not None and config.source != "idx":
+        raise SetupError(f"--data-dir {data_dir} names a folder of IDX files, but the objective reads "
+                         f"source = \"{config.source}\"; drop --data-dir or use an objective with source = \"idx\"")
     if config.source == "digits":
         return _read_digits, "scikit-learn digits"
     if config.source == "csv":
@@ -81,13 +84,21 @@ def load_search_data(objective: Objective, data_dir: Path | None = None) -> Sear
     class_names = objective.data.class_names or _default_class_names(objective, images)
     _check_labels(images, len(class_names), where)
     config, seed = objective.data, objective.seed
+    _check_classes_split(images, where, "add images of that class")
     if config.subsample != 1.0:
         count = config.subsample if config.subsample > 1 else round(config.subsample * len(images))
         if count < len(images):
-            images = _stratified_take(images, int(count), seed)
+            problem = f"{where}: data.subsample {config.subsample} cannot pick {int(count)} of {len(images)} images"
+            images = _stratified_take(images, int(count), seed, problem)
+            _check_classes_split(images, where, "raise data.subsample")
     val_count = max(len(class_names), round(config.validation_fraction * len(images)))
-    x_train, x_val, y_train, y_val = train_test_split(
-        images.x, images.y, test_size=val_count, stratify=images.y, random_state=seed)
+    try:
+        x_train, x_val, y_train, y_val = train_test_split(
+            images.x, images.y, test_size=val_count, stratify=images.y, random_state=seed)
+    except ValueError as error:
+        raise SetupError(f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
+                         f"the rest, stratified by class ({error}); lower data.validation_fraction "
+                         "or raise data.subsample") from None
     return SearchData(objective.name, where, Images(x_train, y_train), Images(x_val, y_val), class_names)
 
 
@@ -99,6 +110,8 @@ def read_idx_pair(folder: Path, part: Part) -> Images:
     if len(x) != len(y):
         raise SetupError(f"{folder}: {len(x)} images but {len(y)} labels in the {part} part; "
                          "the files do not belong together, fetch them again")
+    if len(x) == 0:
+        raise SetupError(f"{folder}: no images in the {part} part; fetch the files again")
     return Images(x[..., np.newaxis], y)
 
 
@@ -132,7 +145,8 @@ def read_kaggle_csv(path: Path, n_classes: int = 10, labelled: bool = True) -> I
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as error:
-        raise SetupError(f"{path}: cannot read as CSV ({error})") from None
+        raise SetupError(f"{path}: cannot read as CSV ({error}); give a Kaggle-layout CSV, "
+                         "label,pixel1,...,pixelN with one row per image") from None
     columns = list(frame.columns)
     pixels = [c for c in columns if c != "label"]
     side = int(round(len(pixels) ** 0.5))
@@ -153,6 +167,13 @@ def read_kaggle_csv(path: Path, n_classes: int = 10, labelled: bool = True) -> I
     if values.min() < 0 or values.max() > 255 or not np.all(values == np.round(values)):
         raise SetupError(f"{path}: pixel values must be whole numbers from 0 to 255 "
                          f"(found {values.min()} to {values.max()}); rescale to raw 0-255 pixels")
+    if "label" in columns:
+        labels = numeric["label"].to_numpy()
+        fractional = np.flatnonzero(labels != np.round(labels))
+        if fractional.size:
+            row = int(fractional[0])
+            raise SetupError(f"{path}: row {row + 2} has label {labels[row]:g}, not a class number; "
+                             f"labels must be whole numbers 0..{n_classes - 1}")
     x = values.astype(np.uint8).reshape(len(frame), side, side, 1)
     y = numeric["label"].to_numpy().astype(np.int64) if "label" in columns else np.full(len(frame), -1)
     images = Images(x, y)
@@ -236,6 +257,19 @@ def _check_labels(images: Images, n_classes: int, where: str) -> None:
                          f"(found {images.y.min()} to {images.y.max()}); fix the labels or data.class_names")
 
 
-def _stratified_take(images: Images, count: int, seed: int) -> Images:
-    x, _, y, _ = train_test_split(images.x, images.y, train_size=count, stratify=images.y, random_state=seed)
+def _check_classes_split(images: Images, where: str, fix: str) -> None:
+    """A stratified split needs two images of every class present."""
+    counts = np.bincount(images.y)
+    single = np.flatnonzero(counts == 1)
+    if single.size:
+        raise SetupError(f"{where}: class {int(single[0])} has a single image, and a stratified split into train "
+                         f"and validation needs at least 2 of each class; {fix}")
+
+
+def _stratified_take(images: Images, count: int, seed: int, problem: str) -> Images:
+    try:
+        x, _, y, _ = train_test_split(images.x, images.y, train_size=count, stratify=images.y, random_state=seed)
+    except ValueError as error:
+        raise SetupError(f"{problem} ({error}); choose a data.subsample that keeps at least 2 images of each "
+                         "class, or 1.0 for all of them") from None
     return Images(x, y)
