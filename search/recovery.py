@@ -49,7 +49,10 @@ class OrphanHandler:
 
 
 def recover_orphans(study: optuna.Study, storage: BaseStorage, tracking_uri: str) -> list[int]:
-    """Fail the study's orphaned trials, close their runs and queue them again; their numbers."""
+    """Fail the study's orphaned trials, close their runs and queue them again; their numbers.
+
+    Runs left open by trials that ended while the tracking server was away are closed as KILLED too.
+    """
     optuna.storages.fail_stale_trials(study)  # where the storage keeps heartbeats; it calls OrphanHandler
     handler = OrphanHandler(tracking_uri)
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -65,7 +68,21 @@ def recover_orphans(study: optuna.Study, storage: BaseStorage, tracking_uri: str
             continue  # another process recovered it first
         handler(study, trial)
         recovered.append(trial.number)
+    _close_stale_runs(study, MlflowClient(tracking_uri))
     return recovered
+
+
+def _close_stale_runs(study: optuna.Study, client: MlflowClient) -> None:
+    """Close as KILLED the trial runs still open whose Optuna trial is no longer running."""
+    experiment = client.get_experiment_by_name(study.study_name)
+    if experiment is None:
+        return
+    running = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for run in client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial' and "
+                                  "attributes.status = 'RUNNING'", max_results=10_000):
+        if run.data.tags.get("atelier.trial_number") not in running:
+            client.set_tag(run.info.run_id, "atelier.reason", "its trial ended while its run could not be closed")
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _process_gone(worker: str | None) -> bool:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
+from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from requests.exceptions import RequestException
+from sqlalchemy import create_engine, event
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from search.errors import SetupError
 from search.tracking import check_tracking_uri, redact, sqlite_database
@@ -15,6 +21,8 @@ from search.tracking import check_tracking_uri, redact, sqlite_database
 JOURNAL_FILE = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a trial silent for GRACE_SECONDS is an orphan
+RECONNECT_SECONDS = 120  # how long a lost database connection is retried before the search stops
+TRACKING_CHECK_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -39,11 +47,26 @@ class Store:
         from search.recovery import OrphanHandler
 
         try:
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                              grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
+            storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+                                 grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
         except Exception as error:
             raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
                              "check that the database server runs and the URL is right") from None
+        event.listen(storage.engine, "do_connect", _reconnect_with_backoff)
+        return storage
+
+    def outage(self, error: BaseException) -> str | None:
+        """A clear message when `error` (or its cause) means the storage or tracking server stopped answering."""
+        while error is not None:
+            if isinstance(error, OperationalError) and self.storage_url:
+                return (f"the Optuna storage {redact(self.storage_url)} stopped answering (retried for "
+                        f"{RECONNECT_SECONDS} s); nothing recorded is lost: run the same command when it is back")
+            if isinstance(error, (MlflowException, RequestException)) and \
+                    any(sign in str(error) for sign in ("Max retries exceeded", "timeout exception")):
+                return (f"the MLflow tracking server {redact(self.tracking)} stopped answering (retried with "
+                        "backoff); nothing recorded is lost: run the same command when it is back")
+            error = error.__cause__ or error.__context__
+        return None
 
     def existing_storage(self) -> BaseStorage:
         """The storage of searches already run; a SetupError when there is none."""
@@ -59,11 +82,52 @@ class Store:
                              "or --tracking-uri")
 
     def check(self) -> Store:
-        """Refuse a storage URL or tracking URI of an unknown kind before anything is written."""
+        """Refuse a storage or tracking location that cannot work, before anything is written."""
         check_tracking_uri(self.tracking)
         if self.storage_url and urlparse(self.storage_url).scheme:
             scheme = urlparse(self.storage_url).scheme.split("+")[0]
             if scheme not in RDB_SCHEMES:
                 raise SetupError(f"storage '{redact(self.storage_url)}' is not one Optuna can use; give a journal "
                                  "file path, sqlite:///path.db or postgresql://user@host/db")
+        else:
+            journal = Path(self.storage_url) if self.storage_url else self.folder / JOURNAL_FILE
+            flag = "--storage" if self.storage_url else "--store"
+            for folder in (journal.parent, *journal.parent.parents):
+                if folder.exists() and not folder.is_dir():
+                    raise SetupError(f"{folder} is a file, not a folder; give {flag} a folder path")
+        self._check_tracking_answers()
         return self
+
+    def _check_tracking_answers(self) -> None:
+        """A tracking server or database named by URI must answer now, not after the study is written."""
+        uri = self.tracking
+        scheme = urlparse(uri).scheme.split("+")[0]
+        try:
+            if scheme in ("http", "https"):
+                requests.get(f"{uri.rstrip('/')}/health", timeout=TRACKING_CHECK_SECONDS).raise_for_status()
+            elif scheme in ("postgresql", "mysql"):
+                engine = create_engine(uri)
+                try:
+                    with engine.connect():
+                        pass
+                finally:
+                    engine.dispose()
+        except (RequestException, SQLAlchemyError) as error:
+            raise SetupError(f"the MLflow tracking store {redact(uri)} does not answer ({type(error).__name__}); "
+                             "check that the server runs and the URI is right") from None
+
+def _reconnect_with_backoff(dialect, record, cargs, cparams):
+    """SQLAlchemy `do_connect` hook of a storage that has answered once: retry a lost server with backoff.
+
+    A restart of the database server then does not end a long search; one that stays away for
+    RECONNECT_SECONDS does. (A wrong URL fails at once, when the storage is first opened.)
+    """
+    deadline, delay = time.monotonic() + RECONNECT_SECONDS, 1.0
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 16.0)

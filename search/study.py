@@ -125,6 +125,8 @@ def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None], workers:
     deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
     storage = plan.store.storage()
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
+    experiment_id = SearchContext.connect(plan).experiment_id  # makes a new store once, before workers race to
+    study.set_user_attr("mlflow_experiment_id", experiment_id)
     orphans = recover_orphans(study, storage, plan.store.tracking)
     if orphans:
         on_note(f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
@@ -209,7 +211,6 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials) + slot,
                                      objective.trials)
         ctx = SearchContext.connect(plan)
-        study.set_user_attr("mlflow_experiment_id", ctx.experiment_id)
         for _ in range(limit):
             if not wanted(study, objective.trials) or _past(deadline):
                 break
@@ -218,8 +219,9 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         send.send(("error", str(error)))
     except KeyboardInterrupt:
         pass
-    except BaseException:
-        send.send(("crash", traceback.format_exc()))
+    except BaseException as error:
+        outage = plan.store.outage(error)
+        send.send(("error", outage) if outage else ("crash", traceback.format_exc()))
     finally:
         send.close()
 

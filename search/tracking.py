@@ -40,8 +40,9 @@ def promotion_run_name(number: int) -> str:
 
 def check_tracking_uri(uri: str) -> str:
     """`uri` if MLflow can track to it; a SetupError naming the accepted forms otherwise."""
-    scheme = urlparse(uri).scheme.split("+")[0]
-    if scheme not in TRACKING_SCHEMES:
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme not in TRACKING_SCHEMES or (scheme in ("http", "https") and not parsed.hostname):
         raise SetupError(f"tracking URI '{redact(uri)}' is not one MLflow can use; give sqlite:///path/mlflow.db, "
                          "postgresql://host/db or http://host:5000")
     return uri

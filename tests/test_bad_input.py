@@ -24,8 +24,7 @@ FASHION = IDX_PLACES[0]
 TRAIN_IMAGES, TRAIN_LABELS = IDX_FILES["train"]
 TEST_IMAGES, TEST_LABELS = IDX_FILES["test"]
 IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
-PG_CLOSED = "postgresql+psycopg2://atelier:secret@127.0.0.1:1/nowhere"  # port 1: nothing listens
-PG3_CLOSED = "postgresql://atelier:secret@127.0.0.1:1/nowhere"  # SQLAlchemy picks psycopg 3
+PG_CLOSED = "postgresql://atelier:secret@127.0.0.1:1/nowhere"  # port 1: nothing listens
 DIGITS = ("run", "--objective", "digits")
 DIR = object()  # a files entry that makes an empty folder
 
@@ -306,15 +305,12 @@ CASES = [
 
     # a storage URL that cannot be reached
     case("storage-postgres-closed-port", *DIGITS, "--storage", PG_CLOSED,
-         problem="cannot open Optuna storage postgresql+psycopg2://atelier:***@127.0.0.1:1/nowhere",
-         fix="check that the database server runs", absent=("secret",)),
-    case("storage-postgres-psycopg3-closed-port", *DIGITS, "--storage", PG3_CLOSED,
          problem="cannot open Optuna storage postgresql://atelier:***@127.0.0.1:1/nowhere",
          fix="check that the database server runs", absent=("secret", "ImportError")),
     case("storage-postgres-show", "show", "--storage", PG_CLOSED, problem="cannot open Optuna storage",
          fix="check that the database server runs", absent=("secret",)),
-    case("storage-postgres-promote", "promote", "--storage", PG_CLOSED, "--tracking-uri", PG3_CLOSED,
-         problem="cannot open Optuna storage", fix="check that the database server runs", absent=("secret",)),
+    case("storage-postgres-promote", "promote", "--storage", PG_CLOSED, "--tracking-uri", PG_CLOSED,
+         problem="the MLflow tracking store", fix="check that the server runs", absent=("secret",)),
     case("storage-sqlite-missing-folder", *DIGITS, "--storage", "sqlite:////nonexistent-atelier/optuna.db",
          problem="cannot open Optuna storage sqlite:////nonexistent-atelier/optuna.db",
          fix="check that the database server runs and the URL is right"),
@@ -322,12 +318,9 @@ CASES = [
          problem="storage 'redis://atelier:***@127.0.0.1:1/0' is not one Optuna can use",
          fix="give a journal file path, sqlite:///path.db", absent=("secret",)),
     case("storage-store-is-a-file", *DIGITS, "--store", "records", files={"records": "a file\n"},
-         problem="records", fix="--store",
-         xfail="store.py: Store.storage() calls mkdir on a --store that is a file: FileExistsError traceback, exit 1"),
+         problem="records", fix="--store"),
     case("storage-journal-under-a-file", *DIGITS, "--storage", "records/optuna.journal", files={"records": "a file\n"},
-         problem="records", fix="--storage",
-         xfail="store.py: Store.storage() calls mkdir on a journal's folder that is a file: FileExistsError "
-               "traceback, exit 1"),
+         problem="records", fix="--storage"),
 
     # a tracking URI that is not one
     case("tracking-not-a-uri", *DIGITS, "--tracking-uri", "notauri",
@@ -346,13 +339,9 @@ CASES = [
     case("tracking-predict", "predict", "--input", "x.npy", "--tracking-uri", "notauri",
          problem="tracking URI 'notauri' is not one", fix="give sqlite:///"),
     case("tracking-http-without-host", *DIGITS, "--tracking-uri", "http://", problem="tracking URI 'http://'",
-         fix="http://host:5000",
-         xfail="tracking.py: check_tracking_uri accepts http:// with no host; the study is written to "
-               "mlruns/optuna.journal and the workers retry MLflow for minutes"),
-    case("tracking-postgres-closed-port", *DIGITS, "--tracking-uri", PG3_CLOSED, problem="127.0.0.1:1",
-         fix="check that the database server runs", absent=("secret",),
-         xfail="the tracking store is first opened by the workers, after mlruns/optuna.journal is written; "
-               "from the console the search ends after ~2 min with a psycopg OperationalError traceback, exit 1"),
+         fix="http://host:5000"),
+    case("tracking-postgres-closed-port", *DIGITS, "--tracking-uri", PG_CLOSED, problem="127.0.0.1:1",
+         fix="check that the server runs", absent=("secret",)),
 
     # contradictory or impossible flags
     case("flags-trials-negative", *DIGITS, "--trials", "-3", problem="search.trials: must be at least 1"),

@@ -14,6 +14,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from servers import mlflow_server
+
 # Small slow trials: batch 16 and no pruning, so a trial is mid-fit long enough to be killed.
 SLOW_SPACE = """
 [params]
@@ -39,10 +41,10 @@ def _client(workdir: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
 
 
-def _start(workdir: Path, *args: str) -> subprocess.Popen:
+def _start(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     (workdir / "slow.toml").write_text(SLOW_SPACE)
     return subprocess.Popen(_command(*args), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=env)
 
 
 def _wait_mid_fit(workdir: Path, process: subprocess.Popen, number: int, seconds: float = 180) -> FrozenTrial:
@@ -123,3 +125,32 @@ def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: P
     assert result.returncode == 0, result.stderr
     states = [t.state for t in _study(workdir).get_trials()]
     assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
+
+
+def test_a_tracking_server_that_goes_away_stops_the_search_clearly_and_it_resumes(
+        workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("tracking")
+    backend, artifacts = f"sqlite:///{folder / 'tracking.db'}", folder / "artifacts"
+    args = ("--trials", "3", "--max-epochs", "8")
+    quick_retries = os.environ | {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # MLflow's own backoff, shortened
+    with mlflow_server(backend, artifacts) as tracking:
+        process = _start(workdir, *args, "--tracking-uri", tracking, env=quick_retries)
+        _wait_mid_fit(workdir, process, 1)
+    out, err = process.communicate(timeout=300)  # the server is gone
+    assert process.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in out + err
+    assert f"the MLflow tracking server {tracking} stopped answering" in err and "run the same command" in err
+    assert _study(workdir).get_trials()[0].state is TrialState.COMPLETE
+
+    with mlflow_server(backend, artifacts) as tracking:  # back, on another port
+        result = subprocess.run(_command(*args, "--tracking-uri", tracking), cwd=workdir, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        client = MlflowClient(tracking)
+        runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+        trials = _study(workdir).get_trials()
+        assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        first = client.get_run(trials[0].user_attrs["mlflow_run_id"])
+        assert first.info.status == "FINISHED"
+        assert "model.keras" in {a.path for a in client.list_artifacts(first.info.run_id)}

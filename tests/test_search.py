@@ -209,3 +209,20 @@ def test_a_relational_storage_holds_the_study_when_named(workdir: Path, atelier)
     assert len(study.get_trials()) == 2 and not (workdir / "mlruns" / "optuna.journal").exists()
     status, out, _ = atelier("show", "--storage", storage)
     assert status == 0 and out.startswith("study digits-dense: 2 trials")
+
+
+def test_two_workers_run_trials_at_the_same_time_and_stop_at_the_target(workdir: Path, atelier) -> None:
+    status, _, err = atelier("run", "--objective", "digits", "--trials", "6", "--max-epochs", "3", "--workers", "2",
+                             "--quiet")
+    assert status == 0, err
+    study, _, runs = load(workdir, "digits-dense")
+    trials = study.get_trials()
+    assert 6 <= len(trials) <= 7 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert len(runs) == len(trials)
+    by_worker: dict[str, list] = {}
+    for trial in trials:
+        by_worker.setdefault(trial.user_attrs["worker"], []).append(trial)
+    assert len(by_worker) >= 2
+    spans = [(t.datetime_start, t.datetime_complete, worker) for worker, ts in by_worker.items() for t in ts]
+    assert any(a_start < b_end and b_start < a_end and a_worker != b_worker
+               for a_start, a_end, a_worker in spans for b_start, b_end, b_worker in spans)
