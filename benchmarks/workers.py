@@ -40,9 +40,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--spaces", nargs="+", choices=list(SPACES), default=list(SPACES))
     args = parser.parse_args()
     print(f"{args.trials} trials of {args.epochs} epochs on {args.objective}, no pruning", flush=True)
-    for space in SPACES:
+    for space in args.spaces:
         baseline = None
         for workers in args.workers:
             seconds = run(space, workers, args.trials, args.epochs, args.objective)

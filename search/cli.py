@@ -15,7 +15,7 @@ from search.errors import SetupError
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 FORMATS = ("table", "csv", "json", "markdown")  # what search.report.render writes
-DEFAULT_WORKERS, MAX_WORKERS = 1, 64
+DEFAULT_WORKERS, MAX_WORKERS = 2, 64  # 2 ran 1.24x the trials per hour of 1 here (benchmarks/workers.py)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,7 +45,8 @@ def load_classifier(uri: str) -> Classifier:
     except (MlflowException, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SetupError(f"model '{uri}' does not resolve ({first_line}); give a registered model such as "
-                         "models:/fashion-mnist@champion, and the --store or --tracking-uri it was registered in") from None
+                         "models:/fashion-mnist@champion, and the --store or --tracking-uri it was registered in"
+                         ) from None
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.is_tensor_spec():
         raise SetupError(f"model '{uri}' has no tensor input signature; promote it with `atelier promote`")

@@ -48,7 +48,8 @@ class Store:
 
         try:
             storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                                 grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
+                                 grace_period=GRACE_SECONDS,
+                                 heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
         except Exception as error:
             raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
                              "check that the database server runs and the URL is right") from None

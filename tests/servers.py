@@ -56,8 +56,24 @@ class PostgresServer:
 
     port: int
     password: str
+    pg_ctl: tuple[str, ...]  # the pg_ctl command, run as the cluster's owner
+    data: Path
+    log: Path
+    options: str
     user: str = PG_USER
     host: str = "127.0.0.1"
+
+    def start(self) -> None:
+        """Start the cluster and wait until it accepts connections."""
+        started = subprocess.run([*self.pg_ctl, "start", "-D", str(self.data), "-l", str(self.log), "-w",
+                                  "-t", str(START_TIMEOUT_S), "-o", self.options], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start (pg_ctl waits {START_TIMEOUT_S} s): "
+                               f"{started.stdout.strip()} {started.stderr.strip()}\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        """Stop the cluster at once (open connections are cut)."""
+        subprocess.run([*self.pg_ctl, "stop", "-D", str(self.data), "-m", "fast", "-w"], capture_output=True)
 
     def url(self, database: str) -> str:
         """The plain `postgresql://` URL of `database`, as a user writes it (SQLAlchemy picks psycopg 3)."""
@@ -108,15 +124,13 @@ def postgres_server(folder: Path) -> Iterator[PostgresServer]:
     port = free_port()
     options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} "
                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    start = pg(str(pg_bin / "pg_ctl"), "start", "-D", str(data), "-l", str(log),
-               "-w", "-t", str(START_TIMEOUT_S), "-o", options)
+    server = PostgresServer(port=port, password=password, pg_ctl=(*as_pg, str(pg_bin / "pg_ctl")), data=data,
+                            log=log, options=options)
     try:
-        if start.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start (pg_ctl waits {START_TIMEOUT_S} s): "
-                               f"{start.stdout.strip()} {start.stderr.strip()}\n{_tail(log)}")
-        yield PostgresServer(port=port, password=password)
+        server.start()
+        yield server
     finally:
-        pg(str(pg_bin / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w")
+        server.stop()
 
 
 @contextmanager

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from servers import PostgresServer, mlflow_server
+from servers import PostgresServer, mlflow_server, postgres_server
 
 TARGET = 6
 
@@ -22,7 +25,8 @@ def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
     storage = postgres.url("optuna_shared_search")
     with mlflow_server(postgres.url("mlflow_shared_search"), tmp_path / "artifacts", workers=2) as tracking:
         command = [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--study", "shared",
-                   "--trials", str(TARGET), "--max-epochs", "3", "--storage", storage, "--tracking-uri", tracking]
+                   "--trials", str(TARGET), "--max-epochs", "3", "--workers", "1", "--storage", storage,
+                   "--tracking-uri", tracking]
         machines = []
         for name in ("machine-a", "machine-b"):  # separate folders: nothing shared but the two servers
             (tmp_path / name).mkdir()
@@ -47,3 +51,32 @@ def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
         assert postgres.password not in out + err
     for run in runs:
         assert not [v for v in (*run.data.params.values(), *run.data.tags.values()) if postgres.password in v]
+
+
+@pytest.mark.usefixtures("postgres")  # skips, or fails in CI, without PostgreSQL; the test runs its own cluster
+def test_a_database_restart_mid_search_is_ridden_out(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, postgres_server(Path(folder)) as server:
+        server.create_database("optuna_restart")
+        storage = server.url("optuna_restart")
+        command = [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--study", "restart",
+                   "--trials", "3", "--max-epochs", "6", "--pruner", "none", "--workers", "1", "--storage", storage]
+        search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while not _has_finished_trial(storage) and time.monotonic() < deadline:
+            assert search.poll() is None, search.communicate()
+            time.sleep(0.5)
+        server.stop()  # every open connection is cut while the search trains
+        time.sleep(4)
+        server.start()
+        out, err = search.communicate(timeout=600)
+        assert search.returncode == 0, err
+        trials = optuna.load_study(study_name="restart", storage=storage).get_trials()
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+
+
+def _has_finished_trial(storage: str) -> bool:
+    try:
+        study = optuna.load_study(study_name="restart", storage=storage)
+    except KeyError:
+        return False
+    return any(t.state is TrialState.COMPLETE for t in study.get_trials(deepcopy=False))

@@ -28,7 +28,7 @@ learning_rate = {low = 1e-3, high = 3e-3, log = true}
 
 def _command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--space", "slow.toml",
-            "--study", "faults", "--pruner", "none", "--quiet", *args]
+            "--study", "faults", "--pruner", "none", "--workers", "1", "--quiet", *args]
 
 
 def _study(workdir: Path) -> optuna.Study:

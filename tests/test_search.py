@@ -44,7 +44,8 @@ def digits_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = Path.cwd()
     os.chdir(workdir)
     try:
-        assert cli.main(["run", "--objective", "digits", "--trials", "8", "--max-epochs", "4", "--quiet"]) == 0
+        assert cli.main(["run", "--objective", "digits", "--trials", "8", "--max-epochs", "4", "--workers", "1",
+                         "--quiet"]) == 0
     finally:
         os.chdir(before)
     return workdir
@@ -110,10 +111,10 @@ def test_pruning_really_prunes_and_completed_trials_keep_best_weights(digits_sea
 
 def test_rerun_resumes_to_the_target(digits_search: Path, monkeypatch: pytest.MonkeyPatch, atelier) -> None:
     monkeypatch.chdir(digits_search)
-    status, out, _ = atelier("run", "--objective", "digits", "--trials", "8", "--max-epochs", "4")
+    status, out, _ = atelier("run", "--objective", "digits", "--trials", "8", "--max-epochs", "4", "--workers", "1")
     assert status == 0 and "done: 0 trials" in out
     assert len(load(digits_search, "digits-dense")[0].get_trials()) == 8
-    status, out, _ = atelier("run", "--objective", "digits", "--trials", "10", "--max-epochs", "4")
+    status, out, _ = atelier("run", "--objective", "digits", "--trials", "10", "--max-epochs", "4", "--workers", "1")
     assert status == 0 and "resuming with 8 done" in out
     study, _, runs = load(digits_search, "digits-dense")
     counted = [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
