@@ -110,7 +110,10 @@ class Tracker:
         })
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self.client.log_inputs(run_id, datasets=inputs)
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException:  # another worker registered the same datasets in the experiment at this moment
+            self.client.log_inputs(run_id, datasets=inputs)
         return run_id
 
     def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
