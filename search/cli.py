@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
     progress = Progress(study, objective, quiet=args.quiet)
     progress.start()
-    optimize(plan, progress.trial_done, workers=args.workers)
+    optimize(plan, progress.trial_done, workers=args.workers, on_note=progress.note)
     progress.summary(f"{redact(store.tracking)} experiment {study.user_attrs.get('mlflow_experiment_id')}")
     return 0
 

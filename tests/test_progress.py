@@ -1,0 +1,74 @@
+"""The terminal output of `atelier run`: trial lines, the live bar on a terminal, quiet mode."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.config import load_objective
+from search.progress import BAR_WIDTH, Progress
+from search.trial import TrialReport
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal, as sys.stdout does in a shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _finish(study: optuna.Study, value: float, accuracy: float) -> TrialReport:
+    study.add_trial(create_trial(params={"x": value}, distributions={"x": FloatDistribution(0, 10)}, value=value,
+                                 user_attrs={"best_val_accuracy": accuracy}))
+    number = study.trials[-1].number
+    return TrialReport(number, TrialState.COMPLETE, value, summary={"epochs": 3, "trial_seconds": 1.5,
+                                                                    "best_val_accuracy": accuracy})
+
+
+def test_a_terminal_gets_trial_lines_and_a_bar_of_done_best_and_time() -> None:
+    study = optuna.create_study(study_name="bar", direction="minimize")
+    objective = replace(load_objective("digits"), trials=4, timeout=600.0)
+    terminal = Terminal()
+    progress = Progress(study, objective, stream=terminal)
+    progress.start()
+    progress.trial_done(_finish(study, 0.5, 0.8))
+    progress.trial_done(_finish(study, 0.3, 0.9))
+    bar = progress.bar()
+    assert bar.startswith("[" + "#" * (BAR_WIDTH // 2) + "." * (BAR_WIDTH // 2) + "] 2/4 trials")
+    assert "best trial 1 val_loss 0.3000 val_accuracy 0.9000" in bar and "elapsed, ~" in bar
+    written = terminal.getvalue()
+    assert "\r\033[K[  2/4] trial 1    COMPLETE val_loss 0.3000" in written
+    assert written.rsplit("\n", 1)[1].startswith("[" + "#" * (BAR_WIDTH // 2))  # the bar stays under the last line
+    time.sleep(1.3)  # the bar is redrawn every second, also between trials
+    assert terminal.getvalue().count("2/4 trials") >= 2
+    progress.summary("here")
+    assert terminal.getvalue().endswith("recorded in here\n")
+
+
+def test_quiet_and_piped_output_have_no_bar() -> None:
+    study = optuna.create_study(study_name="quiet", direction="minimize")
+    objective = replace(load_objective("digits"), trials=2)
+    piped, quiet = io.StringIO(), Terminal()
+    for stream, is_quiet in ((piped, False), (quiet, True)):
+        progress = Progress(study, objective, quiet=is_quiet, stream=stream)
+        progress.start()
+        progress.trial_done(_finish(study, 0.4, 0.85))
+        progress.note("a worker process died (signal 9); trial 0 failed and queued again")
+        progress.summary("here")
+    assert "\033" not in piped.getvalue() and "trials |" not in piped.getvalue()
+    assert "trial 0    COMPLETE" in piped.getvalue()
+    assert quiet.getvalue().splitlines()[0].startswith("a worker process died")
+    assert len(quiet.getvalue().splitlines()) == 2 and "\033" not in quiet.getvalue()
+
+
+def test_remaining_time_never_passes_the_timeout() -> None:
+    study = optuna.create_study(study_name="timeout", direction="minimize")
+    objective = replace(load_objective("digits"), trials=1000, timeout=30.0)
+    progress = Progress(study, objective, stream=io.StringIO())
+    progress.trial_done(_finish(study, 0.4, 0.85))
+    assert "~0:" in progress.bar()  # at most 0:30 left, not 1000 trials' worth
