@@ -64,7 +64,7 @@ class Progress:
                     f"{f'  val_accuracy {accuracy:.4f}' if accuracy is not None else ''}"
                     f"  epochs {int(summary.get('epochs', 0))}/{self.objective.max_epochs}"
                     f"  {summary.get('trial_seconds', 0):.1f} s  | best {self.best}"
-                    f"  | {self._elapsed() / 60:.1f} min, ~{self._remaining() / 60:.1f} min left"
+                    f"  | {self._elapsed() / 60:.1f} min, ~{(self._remaining() or 0.0) / 60:.1f} min left"
                     f"{f'  ({report.reason})' if report.reason and report.state is not TrialState.COMPLETE else ''}")
 
     def note(self, line: str) -> None:
@@ -105,14 +105,13 @@ class Progress:
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _remaining(self) -> float:
-        """Time left at this run's pace, and never beyond the objective's timeout."""
-        left = self.objective.trials - self.done
-        estimate = self._elapsed() / self.ran * max(0, left) if self.ran else float("nan")
-        if self.objective.timeout is not None:
-            cap = max(0.0, self.objective.timeout - self._elapsed())
-            estimate = cap if estimate != estimate else min(estimate, cap)  # NaN: no pace yet
-        return estimate
+    def _remaining(self) -> float | None:
+        """Time left at this run's pace (None before the first trial), never beyond the objective's timeout."""
+        estimate = self._elapsed() / self.ran * max(0, self.objective.trials - self.done) if self.ran else None
+        if self.objective.timeout is None:
+            return estimate
+        cap = max(0.0, self.objective.timeout - self._elapsed())
+        return cap if estimate is None else min(estimate, cap)
 
     def _best(self) -> str:
         try:
@@ -124,9 +123,9 @@ class Progress:
                 f"{f' val_accuracy {accuracy:.4f}' if accuracy is not None else ''}")
 
 
-def _clock(seconds: float) -> str:
+def _clock(seconds: float | None) -> str:
     """m:ss, or ? before there is a pace to estimate from."""
-    if seconds != seconds:
+    if seconds is None:
         return "?"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}:{rest:02d}"

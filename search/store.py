@@ -59,7 +59,7 @@ class Store:
     def outage(self, error: BaseException) -> str | None:
         """A clear message when `error` (or its cause) means the storage or tracking server stopped answering."""
         while error is not None:
-            if isinstance(error, OperationalError) and self.storage_url:
+            if isinstance(error, OperationalError) and urlparse(self.storage_url or "").scheme:
                 return (f"the Optuna storage {redact(self.storage_url)} stopped answering (retried for "
                         f"{RECONNECT_SECONDS} s); nothing recorded is lost: run the same command when it is back")
             if isinstance(error, (MlflowException, RequestException)) and \
@@ -116,6 +116,7 @@ class Store:
         except (RequestException, SQLAlchemyError) as error:
             raise SetupError(f"the MLflow tracking store {redact(uri)} does not answer ({type(error).__name__}); "
                              "check that the server runs and the URI is right") from None
+
 
 def _reconnect_with_backoff(dialect, record, cargs, cparams):
     """SQLAlchemy `do_connect` hook of a storage that has answered once: retry a lost server with backoff.

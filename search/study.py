@@ -125,7 +125,8 @@ def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None], workers:
     deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
     storage = plan.store.storage()
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
-    experiment_id = SearchContext.connect(plan).experiment_id  # makes a new store once, before workers race to
+    # Connecting here makes a new MLflow store once, before N workers race to make it.
+    experiment_id = SearchContext.connect(plan).experiment_id
     study.set_user_attr("mlflow_experiment_id", experiment_id)
     orphans = recover_orphans(study, storage, plan.store.tracking)
     if orphans:
