@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(show)
     show.set_defaults(command=_show)
 
+    data = commands.add_parser("data", help="report an objective's images before searching", description=(
+        "Summarize the train and validation images a search of the objective uses (split sizes, image shape, "
+        "pixel statistics, images per class) and draw them: class counts, sample images and the mean image of "
+        "each class, the pixel-value histogram. The test split is not read."))
+    data.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
+    data.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    data.add_argument("--output", type=Path, help="folder for the figures (default: data-report/OBJECTIVE)")
+    data.add_argument("--format", choices=FORMATS, default="table",
+                      help="of the class counts; csv and json print the table alone, to be parsed")
+    data.add_argument("--debug", action="store_true", help="show tracebacks")
+    data.set_defaults(command=_data)
+
     promote = commands.add_parser("promote", help="test a study's best trial once and register it", description=(
         "Rebuild the study's best completed trial (or --trial N), refit it on train+validation or load its "
         "best-epoch weights, evaluate it once on the test split, gate it against the baseline and the "
@@ -160,6 +172,43 @@ def _show(args: argparse.Namespace) -> int:
         print(f"study {name}: {len(table)} trials, best first")
     print(render(table, args.format), end="")
     return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from search.config import load_objective  # it runs check_objective; `data` has no flags to apply
+
+    objective = load_objective(args.objective)
+    folder = args.output or Path("data-report") / objective.name
+    _check_report_folder(folder)
+    from search.data import load_search_data
+    from search.data_report import class_counts, summary, write_data_report
+    from search.report import render
+
+    data = load_search_data(objective, args.data_dir)
+    readable = args.format in ("table", "markdown")
+    if readable:
+        facts = summary(data)
+        print(f"data {data.name} from {data.source}: {facts['train_images']} train and "
+              f"{facts['validation_images']} validation images {data.input_shape}, {facts['classes']} classes")
+        print(f"train pixels: mean {facts['pixel_mean']:.2f}, std {facts['pixel_std']:.2f}, "
+              f"min {facts['pixel_min']}, max {facts['pixel_max']}")
+    print(render(class_counts(data), args.format), end="")
+    started = time.perf_counter()
+    paths = write_data_report(data, folder)
+    print(f"report in {folder}: {', '.join(path.name for path in paths)} ({time.perf_counter() - started:.1f} s)",
+          file=sys.stdout if readable else sys.stderr)
+    return 0
+
+
+def _check_report_folder(folder: Path) -> None:
+    """Refuse a report folder that is a file, lies under a file, or cannot be written, before anything is written."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise SetupError(f"report folder {folder}: {existing} is a file, not a folder; "
+                         "pass --output with a folder (it is made if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SetupError(f"report folder {folder}: cannot write in {existing}; "
+                         "pass --output with a folder you can write to")
 
 
 def _promote(args: argparse.Namespace) -> int:

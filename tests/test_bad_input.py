@@ -343,6 +343,20 @@ CASES = [
     case("tracking-postgres-closed-port", *DIGITS, "--tracking-uri", PG_CLOSED, problem="127.0.0.1:1",
          fix="check that the server runs", absent=("secret",)),
 
+    # atelier data: its report folder, objective and data
+    case("data-output-is-a-file", "data", "--objective", "digits", "--output", "out", files={"out": "a file\n"},
+         problem="report folder out: out is a file, not a folder", fix="pass --output with a folder"),
+    case("data-output-under-a-file", "data", "--objective", "digits", "--output", "out/digits",
+         files={"out": "a file\n"}, problem="report folder out/digits: out is a file", fix="pass --output"),
+    case("data-default-folder-under-a-file", "data", "--objective", "digits", files={"data-report": "a file\n"},
+         problem="report folder data-report/digits: data-report is a file", fix="pass --output with a folder"),
+    case("data-unknown-objective", "data", "--objective", "mnist", problem="unknown objective 'mnist'",
+         fix="choose one of: digits, fashion-mnist"),
+    case("data-data-dir-with-digits", "data", "--objective", "digits", "--data-dir", "fm", files=fashion(),
+         problem=("--data-dir fm", "source = \"digits\""), fix="drop --data-dir"),
+    case("data-missing-files", "data", "--data-dir", "nowhere", problem="nowhere: no Fashion-MNIST files there",
+         fix="fix --data-dir or data.dir"),
+
     # contradictory or impossible flags
     case("flags-trials-negative", *DIGITS, "--trials", "-3", problem="search.trials: must be at least 1"),
     case("flags-max-epochs-zero", *DIGITS, "--max-epochs", "0", problem="search.max_epochs: must be at least 1"),
@@ -385,6 +399,8 @@ CASES = [
     case("usage-promote-trial", "promote", "--trial", "best", problem="argument --trial: invalid int value: 'best'",
          usage=True),
     case("usage-predict-no-input", "predict", problem="the following arguments are required: --input", usage=True),
+    case("usage-data-format", "data", "--format", "xml", problem="argument --format: invalid choice: 'xml'",
+         usage=True),
 ]
 
 
