@@ -75,6 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--debug", action="store_true", help="show tracebacks")
     data.set_defaults(command=_data)
 
+    report = commands.add_parser("report", help="log a study's report to MLflow (atelier run does it too)",
+                                 description=(
+        "Write a study's report (optimization history, intermediate values, fANOVA importances, parallel-"
+        "coordinate and slice plots as PNG and interactive HTML, all trials as CSV, the best trial) and log it "
+        "to the study's report run in MLflow."))
+    report.add_argument("--study", help="study name (default: the most recent)")
+    report.add_argument("--output", type=Path, help="also keep the report's files in this folder")
+    _store_flags(report)
+    report.set_defaults(command=_report)
+
     promote = commands.add_parser("promote", help="test a study's best trial once and register it", description=(
         "Rebuild the study's best completed trial (or --trial N), refit it on train+validation or load its "
         "best-epoch weights, evaluate it once on the test split, gate it against the baseline and the "
@@ -145,31 +155,48 @@ def _run(args: argparse.Namespace) -> int:
     from search.tracking import dataset_inputs, redact
     from search.trial import SearchPlan
 
+    from search.report_runs import publish_data_report, publish_study_report, run_address
+    from search.trial import SearchContext
+
     study = open_study(study_name, store.storage(), objective, space, args.data_dir)
     plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
+    context = SearchContext.connect(plan)
+    data_run, made = publish_data_report(data, plan.inputs, context.tracker, context.experiment_id)
+    if made and not args.quiet:
+        print(f"data report: {run_address(store.tracking, context.experiment_id, data_run)}")
     progress = Progress(study, objective, quiet=args.quiet)
     progress.start()
     optimize(plan, progress.trial_done, workers=args.workers, on_note=progress.note)
-    progress.summary(f"{redact(store.tracking)} experiment {study.user_attrs.get('mlflow_experiment_id')}")
+    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}")
+    started = time.perf_counter()
+    report_run, _ = publish_study_report(study, context.tracker, context.experiment_id)
+    if not args.quiet:
+        print(f"study report: {run_address(store.tracking, context.experiment_id, report_run)} "
+              f"({time.perf_counter() - started:.1f} s; `atelier ui` serves a local store)")
     return 0
+
+
+def _load_study(store, name: str | None):
+    """The study called `name` (default: the most recent) in the store's Optuna storage."""
+    import optuna
+
+    from search.study import latest_study_name
+
+    storage = store.existing_storage()
+    name = name or latest_study_name(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
 
 
 def _show(args: argparse.Namespace) -> int:
     from search.report import render, trials_table
 
-    import optuna
-
-    from search.study import latest_study_name
-
-    storage = _store(args).existing_storage()
-    name = args.study or latest_study_name(storage)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
+    study = _load_study(_store(args), args.study)
     table = trials_table(study)
     if args.format == "table":
-        print(f"study {name}: {len(table)} trials, best first")
+        print(f"study {study.study_name}: {len(table)} trials, best first")
     print(render(table, args.format), end="")
     return 0
 
@@ -209,6 +236,33 @@ def _check_report_folder(folder: Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SetupError(f"report folder {folder}: cannot write in {existing}; "
                          "pass --output with a folder you can write to")
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        _check_report_folder(args.output)
+    store = _store(args)
+    study = _load_study(store, args.study)
+    store.check_tracking_exists()
+    from search.report_runs import publish_study_report, run_address
+    from search.tracking import Tracker
+
+    tracker = Tracker(store.tracking)
+    experiment = tracker.client.get_experiment_by_name(study.study_name)
+    if experiment is None:
+        raise SetupError(f"study '{study.study_name}' has no MLflow experiment in {store.tracking}; pass the "
+                         "--tracking-uri its search used")
+    run_id, report = publish_study_report(study, tracker, experiment.experiment_id, args.output)
+    tally = ", ".join(f"{count} {state}" for state, count in report.counts.items() if count)
+    print(f"study {study.study_name}: {len(study.trials)} trials ({tally})")
+    if report.best is not None:
+        print(f"best: trial {report.best.number} {study.user_attrs.get('metric', 'value')} "
+              f"{report.best.value:.4f} {report.best.params}")
+    if report.importances:
+        print("importance: " + ", ".join(f"{name} {share:.2f}" for name, share in report.importances.items()))
+    print(f"report: {run_address(store.tracking, experiment.experiment_id, run_id)}"
+          + (f"; files in {args.output}" if args.output else ""))
+    return 0
 
 
 def _promote(args: argparse.Namespace) -> int:

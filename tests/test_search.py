@@ -19,12 +19,12 @@ SUMMARY_KEYS = {"best_val_loss", "best_val_accuracy", "best_epoch", "epochs", "n
 
 
 def load(workdir: Path, name: str) -> tuple[optuna.Study, MlflowClient, list]:
-    """The study, an MLflow client on the store, and the study's runs, by trial number."""
+    """The study, an MLflow client on the store, and the study's trial runs, by trial number."""
     study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal"))))
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'", max_results=1000)
     return study, client, sorted(runs, key=lambda r: int(r.data.tags["atelier.trial_number"]))
 
 
