@@ -1,4 +1,4 @@
-"""Shared fixtures: real data folders, a temporary store, the command line in-process, PostgreSQL."""
+"""Shared fixtures: real data folders, a temporary store, the command line in-process, PostgreSQL, Chromium."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 
+from browser import chromium, chromium_missing  # noqa: E402
 from search import cli  # noqa: E402
 from search.data import IDX_PLACES  # noqa: E402
 from servers import PostgresServer, postgres_missing, postgres_server  # noqa: E402
@@ -60,3 +62,15 @@ def postgres() -> Iterator[PostgresServer]:
     with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, \
             postgres_server(Path(folder)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[WebDriver]:
+    """Debian's Chromium, headless under Selenium, for the session."""
+    missing = chromium_missing()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} (.ci/run must install chromium and chromium-driver)", pytrace=False)
+        pytest.skip(missing)
+    with chromium() as driver:
+        yield driver

@@ -1,0 +1,84 @@
+"""The MLflow UI in a real browser: `atelier ui` serving a small real study, read by headless Chromium.
+
+Each test saves a screenshot of where it ended (also when it fails) into test-artifacts/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from selenium.webdriver.chrome.webdriver import WebDriver
+
+from browser import (AtelierUI, atelier_ui, metric_chart, open_tab, open_ui, run_page_field, run_page_tag,
+                     runs_table, set_columns)
+from search import cli
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TRIALS = 3
+RUN_NAME, STATE = "attributes.`Run Name`", "tags.`atelier.state`"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A finished study in a local store, and its trial runs as MLflow holds them."""
+
+    store: Path
+    experiment_id: str
+    trials: dict[str, Run]  # by run id
+    client: MlflowClient
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    """`atelier run` on the digits: three short trials on one worker."""
+    store = tmp_path_factory.mktemp("browser") / "mlruns"
+    assert cli.main(["run", "--objective", "digits", "--trials", str(TRIALS), "--max-epochs", "3",
+                     "--workers", "1", "--quiet", "--store", str(store)]) == 0
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits-dense")
+    runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
+    return Study(store, experiment.experiment_id, {run.info.run_id: run for run in runs}, client)
+
+
+@pytest.fixture(scope="module")
+def ui(study: Study) -> Iterator[AtelierUI]:
+    """`atelier ui` on the study's store."""
+    with atelier_ui(study.store) as served:
+        yield served
+
+
+@pytest.fixture
+def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+    """The browser; once the test is over, a screenshot of its page in test-artifacts/TEST.png."""
+    yield browser
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
+
+
+def test_runs_table_lists_every_trial_with_its_state(page: WebDriver, ui: AtelierUI, study: Study) -> None:
+    assert ui.runs_page == f"{ui.url}/#/experiments/{study.experiment_id}/runs"
+    open_ui(page, ui, ui.runs_page)
+    set_columns(page, show=("atelier.state", "best_val_loss"), hide=("Dataset", "Source", "Models"))
+    rows = runs_table(page, study.trials, (RUN_NAME, STATE))
+    listed = {rows[run_id][RUN_NAME]: rows[run_id][STATE] for run_id in study.trials}
+    assert listed == {run.info.run_name: run.data.tags["atelier.state"] for run in study.trials.values()}
+    assert sorted(listed) == [f"trial-{number:04d}" for number in range(TRIALS)]
+
+
+def test_trial_pages_show_status_state_and_val_loss_chart(page: WebDriver, ui: AtelierUI, study: Study) -> None:
+    for run_id, run in sorted(study.trials.items(), key=lambda item: item[1].info.run_name, reverse=True):
+        open_ui(page, ui, f"{ui.url}/#/experiments/{study.experiment_id}/runs/{run_id}")
+        assert run_page_field(page, "Status") == run.info.status.title()  # FINISHED shows as Finished
+        assert run_page_tag(page, "atelier.state") == run.data.tags["atelier.state"]
+    open_tab(page, "Model metrics")  # of trial-0000, the last opened
+    history = study.client.get_metric_history(run_id, "val_loss")
+    traces = metric_chart(page, "val_loss")
+    assert {trace["name"] for trace in traces} == {"trial-0000"}
+    for trace in traces:
+        assert trace["x"] == [point.step for point in history]  # one point per epoch, at step = epoch
+        assert trace["y"] == pytest.approx([point.value for point in history])
