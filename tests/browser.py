@@ -31,6 +31,7 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1600, 1000
 WAIT_S = 30  # a page of the MLflow UI on a busy 2-core machine: a few seconds
 ATELIER = Path(sys.executable).with_name("atelier")
+HTML_PREVIEW = "//iframe[contains(@class, 'mlflow-html-iframe')]"  # an HTML artifact's preview
 # Set in the browser before the UI loads: MLflow 3's assistant panel opens itself on a local server's first
 # visit and covers a third of the page.
 QUIET_UI = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false"}
@@ -211,4 +212,22 @@ def preview_artifact(driver: WebDriver, name: str) -> None:
         loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
         wait(driver).until(lambda _: driver.execute_script(loaded, image), f"{name} never loaded")
     else:
-        visible(driver, "//iframe[contains(@class, 'mlflow-html-iframe')]")
+        visible(driver, HTML_PREVIEW)
+
+
+def plotly_plots_in_preview(driver: WebDriver, expected: int) -> int:
+    """How many plotly plots the HTML preview's page has drawn, once it has drawn `expected`; the first in view.
+
+    MLflow shows an HTML artifact in a sandboxed frame that runs scripts, so only a page that embeds
+    plotly.js renders offline.
+    """
+    driver.switch_to.frame(visible(driver, HTML_PREVIEW))
+    try:
+        count = "return Array.from(document.querySelectorAll('.js-plotly-plot'), p => p.querySelector('.main-svg'))" \
+                ".filter(Boolean).length"
+        drawn = wait(driver).until(lambda _: (n := driver.execute_script(count)) >= expected and n,
+                                   f"the preview never drew {expected} plotly plots")
+        driver.execute_script("document.querySelector('.js-plotly-plot').scrollIntoView()")
+        return drawn
+    finally:
+        driver.switch_to.default_content()

@@ -14,13 +14,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from browser import (AtelierUI, atelier_ui, metric_chart, open_tab, open_ui, run_page_field, run_page_tag,
-                     runs_table, set_columns)
+from browser import (AtelierUI, artifact_names, atelier_ui, metric_chart, open_tab, open_ui, plotly_plots_in_preview,
+                     preview_artifact, run_page_field, run_page_tag, runs_table, set_columns, visible)
 from search import cli
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRIALS = 3
 RUN_NAME, STATE = "attributes.`Run Name`", "tags.`atelier.state`"
+PLOTS = ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate", "slice")
+REPORT = (*(f"{plot}.png" for plot in PLOTS), "report.html", "trials.csv", "best_trial.json")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ def ui(study: Study) -> Iterator[AtelierUI]:
 @pytest.fixture
 def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
     """The browser; once the test is over, a screenshot of its page in test-artifacts/TEST.png."""
-    yield browser
     ARTIFACTS.mkdir(exist_ok=True)
+    yield browser
     browser.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
 
 
@@ -82,3 +84,15 @@ def test_trial_pages_show_status_state_and_val_loss_chart(page: WebDriver, ui: A
     for trace in traces:
         assert trace["x"] == [point.step for point in history]  # one point per epoch, at step = epoch
         assert trace["y"] == pytest.approx([point.value for point in history])
+
+
+def test_study_report_run_holds_the_report(page: WebDriver, ui: AtelierUI) -> None:
+    open_ui(page, ui, ui.runs_page)
+    visible(page, "//a[normalize-space()='study-report']").click()
+    assert run_page_tag(page, "atelier.kind") == "study"
+    open_tab(page, "Artifacts")
+    assert set(REPORT) <= set(artifact_names(page, len(REPORT)))
+    preview_artifact(page, "optimization_history.png")
+    page.save_screenshot(str(ARTIFACTS / "study-report-optimization-history.png"))
+    preview_artifact(page, "report.html")
+    assert plotly_plots_in_preview(page, len(PLOTS)) == len(PLOTS)  # plotly.js embedded: drawn offline
