@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +121,11 @@ def open_ui(driver: WebDriver, ui: AtelierUI, page: str) -> None:
 
 
 def set_columns(driver: WebDriver, show: tuple[str, ...] = (), hide: tuple[str, ...] = ()) -> None:
-    """Tick `show` and untick `hide` in the runs table's Columns menu (metric, param, tag or attribute names)."""
+    """Tick `show` and untick `hide` in the runs table's Columns menu (metric, param, tag or attribute names).
+
+    The menu lists the metrics, params and tags of the runs loaded when it opens, so it waits for a row first.
+    """
+    visible(driver, "//*[@role='row'][@row-id]")
     visible(driver, "//button[normalize-space()='Columns']").click()
     search = visible(driver, "//input[@placeholder='Search columns']")
     for name, wanted in [(name, True) for name in show] + [(name, False) for name in hide]:
@@ -138,8 +142,9 @@ def set_columns(driver: WebDriver, show: tuple[str, ...] = (), hide: tuple[str, 
                        "the Columns menu did not close")
 
 
-def runs_table(driver: WebDriver, run_ids: Iterable[str], columns: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """The runs table's rows by run id, once the rows of `run_ids` show every one of `columns`.
+def runs_table(driver: WebDriver, columns: tuple[str, ...], run_ids: Collection[str] | None = None
+               ) -> dict[str, dict[str, str]]:
+    """The runs table's rows by run id, once `run_ids`' rows (default: every row, one at least) show `columns`.
 
     Columns are the grid's ids, as "tags.`atelier.state`"; a cell's text is its link's when it has one
     (the Run Name cell holds a colour swatch too). A row is split over the grid's pinned and scrolling
@@ -153,13 +158,14 @@ def runs_table(driver: WebDriver, run_ids: Iterable[str], columns: tuple[str, ..
             (rows[id] = rows[id] || {})[cell.getAttribute('col-id')] = (link || cell).innerText.trim();
         }
         return rows;"""
-    wanted = list(run_ids)
 
     def complete(_: WebDriver) -> dict[str, dict[str, str]] | bool:
         rows = driver.execute_script(script)
-        return rows if all(rows.get(run, {}).get(column) for run in wanted for column in columns) else False
+        wanted = rows if run_ids is None else run_ids
+        return rows if rows and all(rows.get(run, {}).get(column) for run in wanted for column in columns) else False
 
-    return wait(driver).until(complete, f"the runs table never showed {columns} for runs {wanted}")
+    return wait(driver).until(complete, f"the runs table never showed {columns} in "
+                              f"{'every row' if run_ids is None else sorted(run_ids)}")
 
 
 def run_page_field(driver: WebDriver, name: str) -> str:

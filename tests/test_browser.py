@@ -66,7 +66,7 @@ def test_runs_table_lists_every_trial_with_its_state(page: WebDriver, ui: Atelie
     assert ui.runs_page == f"{ui.url}/#/experiments/{study.experiment_id}/runs"
     open_ui(page, ui, ui.runs_page)
     set_columns(page, show=("atelier.state", "best_val_loss"), hide=("Dataset", "Source", "Models"))
-    rows = runs_table(page, study.trials, (RUN_NAME, STATE))
+    rows = runs_table(page, (RUN_NAME, STATE), study.trials)
     listed = {rows[run_id][RUN_NAME]: rows[run_id][STATE] for run_id in study.trials}
     assert listed == {run.info.run_name: run.data.tags["atelier.state"] for run in study.trials.values()}
     assert sorted(listed) == [f"trial-{number:04d}" for number in range(TRIALS)]
