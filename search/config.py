@@ -8,8 +8,9 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "halving", "none")
 DATA_SOURCES = ("idx", "csv", "digits", "loader")
+HYPERMODEL_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,23 @@ Distribution = Fixed | Range | Choice
 
 
 @dataclass(frozen=True)
+class HypermodelRef:
+    """A KerasTuner hypermodel named `package.module:attribute`, imported from `folder` (the working folder)."""
+
+    reference: str
+    folder: Path = field(default_factory=lambda: Path.cwd().resolve())
+
+
+@dataclass(frozen=True)
 class Space:
-    """What may vary in a search, and within what range."""
+    """What may vary in a search, and within what range: `params`, or a KerasTuner hypermodel that declares them."""
 
     name: str
     path: Path
     params: Mapping[str, Distribution]
     description: str = ""
     text: str = ""
+    hypermodel: HypermodelRef | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,17 @@ def load_space(name_or_path: str) -> Space:
     path = resolve("spaces", name_or_path)
     text, table = _read_toml(path)
     where = _Where(path)
-    _reject_unknown(where, "", table, ("description", "params"))
+    _reject_unknown(where, "", table, ("description", "params", "hypermodel"))
+    description = table.get("description", "")
+    where.require(isinstance(description, str), "description", "must be a string")
+    if "hypermodel" in table:
+        where.require("params" not in table, "hypermodel",
+                      "give either hypermodel or [params], not both: a hypermodel declares its own parameters")
+        reference = table["hypermodel"]
+        problem = _reference_problem(reference)
+        where.require(problem is None, "hypermodel", str(problem))
+        return Space(name=path.stem, path=path, params={}, description=description, text=text,
+                     hypermodel=HypermodelRef(reference))
     params_table = table.get("params", {})
     where.require(isinstance(params_table, dict), "params", "must be a table: [params]")
     params = {}
@@ -132,9 +153,16 @@ def load_space(name_or_path: str) -> Space:
             where.fail(f"params.{key}", f"unknown parameter{_did_you_mean(key, PARAMETERS)}; "
                        f"known: {', '.join(PARAMETERS)}")
         params[key] = _distribution(where, f"params.{key}", spec, raw)
-    description = table.get("description", "")
-    where.require(isinstance(description, str), "description", "must be a string")
     return Space(name=path.stem, path=path, params=params, description=description, text=text)
+
+
+def hypermodel_space(reference: str) -> Space:
+    """The space of `atelier run --hypermodel package.module:attribute`, as if a file held that one line."""
+    problem = _reference_problem(reference)
+    if problem is not None:
+        raise SetupError(f"--hypermodel {problem}")
+    return Space(name=reference.replace(":", "."), path=Path(reference), params={},
+                 text=f'hypermodel = "{reference}"\n', hypermodel=HypermodelRef(reference))
 
 
 def load_objective(name_or_path: str) -> Objective:
@@ -239,6 +267,14 @@ def _typed(where: _Where, key: str, value: Any, expected: type) -> Any:
     if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
         where.fail(key, f"expected {expected.__name__}, got {type(value).__name__} {value!r}; fix the value")
     return value
+
+
+def _reference_problem(raw: Any) -> str | None:
+    """Why `raw` does not name a hypermodel as package.module:attribute, or None when it does."""
+    if isinstance(raw, str) and HYPERMODEL_REFERENCE.fullmatch(raw):
+        return None
+    return (f"{raw!r} is not package.module:attribute; name a build(hp) function or a keras_tuner.HyperModel, "
+            'e.g. "mymodels:build_model"')
 
 
 def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distribution:

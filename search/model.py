@@ -47,7 +47,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes")(x)
     model = keras.Model(inputs, outputs, name="atelier")
     model.compile(
-        optimizer=_optimizer(str(p["optimizer"]), float(p["learning_rate"])),
+        optimizer=make_optimizer(str(p["optimizer"]), float(p["learning_rate"])),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -96,7 +96,8 @@ def _augmentation(p: Mapping[str, Scalar]) -> keras.Sequential:
     return keras.Sequential(layers, name="augment")
 
 
-def _optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+    """One of the schema's optimizers (SGD with Nesterov momentum 0.9)."""
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,

@@ -35,7 +35,9 @@ from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
 from search.errors import SetupError
 from search.evaluate import Evaluation, confusion_figure, evaluate, misclassified_figure, precision_recall_figure
+from search.hypermodel import fit_labels, rebuild
 from search.model import build_model
+from search.schema import Scalar
 from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
@@ -191,8 +193,7 @@ def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
 def _candidate(source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient,
                say: Say) -> keras.Model:
     """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights."""
-    params = sample(optuna.trial.FixedTrial(source.trial.params), source.space)
-    model = build_model(params, data.input_shape, data.n_classes)
+    model, params = _rebuild(source, data)
     trial = source.trial
     if not refit:
         with tempfile.TemporaryDirectory() as folder:
@@ -205,10 +206,18 @@ def _candidate(source: Source, data: SearchData, training: Images, refit: bool, 
     if params.get("lr_schedule") == "cosine":  # the same schedule over the search's epoch budget
         callbacks.append(CosineDecay(float(params["learning_rate"]), int(trial.user_attrs["epochs"])))
     keras.utils.set_random_seed(source.objective.seed)
-    model.fit(training.x, training.y, batch_size=int(params["batch_size"]), epochs=source.best_epoch,
-              callbacks=callbacks, verbose=0)
+    model.fit(training.x, fit_labels(model, training.y, data.n_classes), batch_size=int(params["batch_size"]),
+              epochs=source.best_epoch, callbacks=callbacks, verbose=0)
     say(f"trial {trial.number}: refitted on {len(training)} train+validation images for {source.best_epoch} epochs")
     return model
+
+
+def _rebuild(source: Source, data: SearchData) -> tuple[keras.Model, dict[str, Scalar]]:
+    """The trial's model and the parameters its fit read, from the trial's params through a `FixedTrial`."""
+    if source.space.hypermodel is not None:
+        return rebuild(source.space.hypermodel, source.trial, data.input_shape)
+    params = sample(optuna.trial.FixedTrial(source.trial.params), source.space)
+    return build_model(params, data.input_shape, data.n_classes), params
 
 
 def _baseline_gate(client: MlflowClient, source: Source, data: SearchData, training: Images, test: Images,

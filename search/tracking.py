@@ -109,12 +109,16 @@ class Tracker:
             "atelier.state": TrialState.RUNNING.name,
         })
         run_id = run.info.run_id
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.log_params(run_id, params)
         try:
             self.client.log_inputs(run_id, datasets=inputs)
         except MlflowException:  # another worker registered the same datasets in the experiment at this moment
             self.client.log_inputs(run_id, datasets=inputs)
         return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Scalar]) -> None:
+        """Parameters of the run (a hypermodel's become known as it builds, after the run started)."""
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """One epoch's metrics, at step = epoch number (1-based)."""

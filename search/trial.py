@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from search.config import Objective, Space
 from search.data import SearchData
 from search.errors import SetupError
+from search.hypermodel import Hypermodel, TrialHyperParameters, fit_data, training_params
+from search.schema import Scalar
 from search.store import Store
 from search.model import UnbuildableModel, build_model
 from search.space import sample
@@ -69,7 +71,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     """
     started = time.perf_counter()
     plan = ctx.plan
-    params = sample(trial, plan.space)
+    params = sample(trial, plan.space) if plan.space.hypermodel is None else {}  # a hypermodel draws as it builds
     run_id = ctx.tracker.start_trial(ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs)
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
@@ -93,9 +95,11 @@ def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id
                    ) -> tuple[TrialState, float | None, str, keras.Model | None, dict[str, float]]:
     objective, data = ctx.plan.objective, ctx.plan.data
     try:
-        model = build_model(params, data.input_shape, data.n_classes)
+        model, params = _build(trial, ctx, params, run_id)
     except UnbuildableModel as error:
         return TrialState.PRUNED, None, f"unbuildable: {error}", None, {"epochs": 0}
+    except SetupError:
+        raise
     except Exception as error:
         return TrialState.FAIL, None, f"cannot build: {type(error).__name__}: {error}", None, {"epochs": 0}
     n_params = model.count_params()
@@ -103,8 +107,8 @@ def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id
         reason = f"too large: {n_params:,} parameters exceed max_params {objective.max_params:,}"
         return TrialState.PRUNED, None, reason, None, {"epochs": 0, "n_params": n_params}
     try:
-        result = fit(model, data, params, max_epochs=objective.max_epochs, monitor=objective.metric,
-                     direction=objective.direction, trial=trial,
+        result = fit(model, fit_data(model, data), params, max_epochs=objective.max_epochs,
+                     monitor=objective.metric, direction=objective.direction, trial=trial,
                      on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
     except SetupError:
         raise
@@ -116,6 +120,21 @@ def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id
     if result.outcome is FitOutcome.PRUNED:
         return TrialState.PRUNED, None, result.reason, None, summary
     return TrialState.FAIL, None, f"diverged: {result.reason}", None, summary
+
+
+def _build(trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar], run_id: str
+           ) -> tuple[keras.Model, dict[str, Scalar]]:
+    """The trial's model and the parameters its fit reads. A hypermodel's values are logged as far as it
+    drew them, even when its build fails."""
+    space, data = ctx.plan.space, ctx.plan.data
+    if space.hypermodel is None:
+        return build_model(params, data.input_shape, data.n_classes), params
+    hp = TrialHyperParameters(trial)
+    try:
+        model = Hypermodel(space.hypermodel).model(hp, data.input_shape)
+    finally:
+        ctx.tracker.log_params(run_id, hp.values)
+    return model, training_params(hp)
 
 
 def _forget_models() -> None:
