@@ -37,10 +37,13 @@ class Study:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    """`atelier run` on the digits: three short trials on one worker."""
+    """`atelier run` on the digits: three short trials on one worker.
+
+    No pruner: every trial completes, so the report always holds every plot (importances need two).
+    """
     store = tmp_path_factory.mktemp("browser") / "mlruns"
     assert cli.main(["run", "--objective", "digits", "--trials", str(TRIALS), "--max-epochs", "3",
-                     "--workers", "1", "--quiet", "--store", str(store)]) == 0
+                     "--pruner", "none", "--workers", "1", "--quiet", "--store", str(store)]) == 0
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("digits-dense")
     runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
