@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "Flags override the objective file, which overrides built-in defaults."))
     run.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
     run.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
+    run.add_argument("--hypermodel", metavar="MODULE:BUILD",
+                     help="search a KerasTuner hypermodel instead of a space: a build(hp) function or a "
+                     "keras_tuner.HyperModel, importable from the working folder")
     run.add_argument("--trials", type=int, help="the study's target of completed and pruned trials")
     run.add_argument("--max-epochs", type=int, help="epochs a trial may train at most")
     run.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
@@ -131,7 +134,7 @@ def _store(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.config import check_objective, load_objective, load_space
+    from search.config import check_objective, load_objective
 
     objective = load_objective(args.objective)
     overrides = {"trials": args.trials, "max_epochs": args.max_epochs, "timeout": args.timeout,
@@ -139,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     objective = check_objective(replace(objective, **{k: v for k, v in overrides.items() if v is not None}))
     if not 1 <= args.workers <= MAX_WORKERS:
         raise SetupError(f"--workers {args.workers} is not a count of processes; give 1 to {MAX_WORKERS}")
-    space = load_space(args.space or objective.space)
+    space = _space(args.space, args.hypermodel, objective.space)
     store = _store(args)
     study_name = args.study or f"{objective.name}-{space.name}"
 
@@ -147,6 +150,10 @@ def _run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     data = load_search_data(objective, args.data_dir)
+    if space.hypermodel is not None:
+        from search.hypermodel import Hypermodel
+
+        Hypermodel(space.hypermodel).check(data)
     if not args.quiet:
         print(f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
               f"from {data.source} in {time.perf_counter() - started:.2f} s")
@@ -174,6 +181,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"study report: {run_address(store.tracking, context.experiment_id, report_run)} "
               f"({time.perf_counter() - started:.1f} s; `atelier ui` serves a local store)")
     return 0
+
+
+def _space(space: str | None, hypermodel: str | None, default: str):
+    """The space of --space (default: the objective's), or of --hypermodel."""
+    from search.config import hypermodel_space, load_space
+
+    if hypermodel is None:
+        return load_space(space or default)
+    if space is not None:
+        raise SetupError(f"--space {space} and --hypermodel {hypermodel} both say what to search; give one of them")
+    return hypermodel_space(hypermodel)
 
 
 def _load_study(store, name: str | None):
@@ -309,7 +327,8 @@ def _ui(args: argparse.Namespace) -> int:
     page = runs_page(store.tracking, url)
     print(f"MLflow UI at {url}; trials at {page}\n(Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking,
-               "--host", args.host, "--port", str(args.port)]
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]  # one user: one worker is plenty
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs: no 7 idle processes
     os.execv(sys.executable, command)  # the server replaces this process: Ctrl-C and signals reach it
 
 

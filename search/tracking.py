@@ -7,10 +7,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlparse
 
-from search.backend import keras
 import mlflow.data
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
@@ -20,6 +19,9 @@ from optuna.trial import TrialState
 from search.data import SearchData
 from search.errors import SetupError
 from search.schema import Scalar
+
+if TYPE_CHECKING:  # `atelier ui` finds its runs page through this module: it must not start TensorFlow
+    import keras
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "databricks")
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
