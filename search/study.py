@@ -217,14 +217,24 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
                 break
             send.send(("trial", _one_trial(study, ctx)))
     except SetupError as error:
-        send.send(("error", str(error)))
+        _last_word(send, ("error", str(error)))
     except KeyboardInterrupt:
         pass
     except BaseException as error:
         outage = plan.store.outage(error)
-        send.send(("error", outage) if outage else ("crash", traceback.format_exc()))
+        _last_word(send, ("error", outage) if outage else ("crash", traceback.format_exc()))
     finally:
         send.close()
+
+
+def _last_word(send: Connection, message: tuple[str, str]) -> None:
+    """Send why this worker stops, deaf to Ctrl-C from then on.
+
+    The parent answers by interrupting its workers; this one has nothing left to close, and would
+    otherwise die printing a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send.send(message)
 
 
 class _TrialFailed(Exception):
