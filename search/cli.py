@@ -112,6 +112,34 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(predict)
     predict.set_defaults(command=_predict)
 
+    bench = commands.add_parser("bench", help="compare atelier's search with plain Optuna and KerasTuner",
+                                description=(
+        "Search one space on one objective with several strategies at an equal budget of training epochs "
+        "(pruned trials included), once per seed, and report per strategy the best validation accuracy at the "
+        "budget, the epochs needed to reach KerasTuner Hyperband's best and --target-accuracy, trials finished "
+        "and pruned, and wall time outside training; then the peak memory of a training process after "
+        "--memory-trials tiny trials, atelier against KerasTuner. Writes CSV files and a PNG to --output and "
+        "logs them to an MLflow run in the experiment 'bench'."))
+    bench.add_argument("--objective", default="fashion-mnist-quick",
+                       help="objectives/NAME.toml or a path (fashion-mnist-quick)")
+    bench.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
+    bench.add_argument("--seeds", type=int, default=3, help="runs of each strategy, seeds from the objective's (3)")
+    bench.add_argument("--budget-epochs", type=int, default=60,
+                       help="training epochs each strategy may spend per seed, over all its trials (60)")
+    bench.add_argument("--target-accuracy", type=float, help="also report the epochs needed to reach this "
+                       "validation accuracy")
+    bench.add_argument("--strategies", nargs="+", metavar="NAME",
+                       help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (all)")
+    bench.add_argument("--memory-trials", type=int, nargs="*", default=[5, 30, 100], metavar="N",
+                       help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it")
+    bench.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    bench.add_argument("--output", type=Path, help="folder for the tables and figure "
+                       "(default: bench-out/OBJECTIVE-SPACE)")
+    bench.add_argument("--store", type=Path, default=Path("mlruns"), help="local store folder (./mlruns)")
+    bench.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")
+    bench.add_argument("--debug", action="store_true", help="show tracebacks")
+    bench.set_defaults(command=_bench)
+
     ui = commands.add_parser("ui", help="browse the trials in the MLflow UI")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=5000)
@@ -280,6 +308,72 @@ def _report(args: argparse.Namespace) -> int:
         print("importance: " + ", ".join(f"{name} {share:.2f}" for name, share in report.importances.items()))
     print(f"report: {run_address(store.tracking, experiment.experiment_id, run_id)}"
           + (f"; files in {args.output}" if args.output else ""))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from search.bench import STRATEGIES, check_strategies
+    from search.config import load_objective, load_space
+
+    objective = load_objective(args.objective)
+    space = load_space(args.space or objective.space)
+    if space.hypermodel is not None:
+        raise SetupError(f"space {space.name} names a KerasTuner hypermodel; atelier bench drives a [params] space "
+                         "through Optuna and through KerasTuner alike; give --space a space file with [params]")
+    strategies = check_strategies(args.strategies or STRATEGIES)
+    if args.budget_epochs < 1:
+        raise SetupError(f"--budget-epochs {args.budget_epochs} leaves nothing to train; give at least 1")
+    if args.seeds < 1:
+        raise SetupError(f"--seeds {args.seeds} runs nothing; give at least 1")
+    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
+        raise SetupError(f"--target-accuracy {args.target_accuracy} is not an accuracy; give a share in (0, 1]")
+    if any(count < 1 for count in args.memory_trials):
+        raise SetupError(f"--memory-trials {' '.join(map(str, args.memory_trials))}: counts of trials must be "
+                         "at least 1 (give none to skip the memory figures)")
+    folder = args.output or Path("bench-out") / f"{objective.name}-{space.name}"
+    _check_report_folder(folder)
+    from search.store import Store
+
+    store = Store(args.store, None, args.tracking_uri).check()
+    from search.bench import run_bench
+    from search.bench_memory import measure_memory
+    from search.bench_report import write_bench_report
+    from search.bench_run import log_bench_run
+    from search.data import load_search_data
+    from search.report import render
+    from search.report_runs import run_address
+    from search.tracking import Tracker
+
+    data = load_search_data(objective, args.data_dir)
+    print(f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
+          f"{space.name}, {args.budget_epochs} epochs per strategy and seed (trials of at most "
+          f"{objective.max_epochs}), {args.seeds} seed{'s' * (args.seeds > 1)}", flush=True)
+    started = time.perf_counter()
+
+    def done(result) -> None:
+        print(f"{result.strategy} seed {result.seed}: best val_accuracy {max(result.val_accuracy, default=0):.4f} "
+              f"in {result.epochs} epochs, {result.trials} trials "
+              f"({', '.join(f'{n} {k}' for k, n in result.outcomes.items() if n)}), {result.wall_seconds:.0f} s",
+              flush=True)
+
+    results = run_bench(objective, space, data, strategies, args.seeds, args.budget_epochs, done)
+    memory = measure_memory(objective, space, args.data_dir, args.memory_trials) if args.memory_trials else None
+    report = write_bench_report(results, memory, args.budget_epochs, args.target_accuracy, folder)
+    settings = {"objective": objective.name, "space": space.name, "seeds": args.seeds,
+                "budget_epochs": args.budget_epochs, "max_epochs": objective.max_epochs,
+                "strategies": " ".join(strategies), "target_accuracy": args.target_accuracy,
+                "train_images": len(data.train), "validation_images": len(data.val),
+                "memory_trials": " ".join(map(str, args.memory_trials))}
+    experiment_id, run_id = log_bench_run(Tracker(store.tracking), f"{objective.name}-{space.name}", settings,
+                                          report, memory)
+    print(render(report.summary, "table"), end="")
+    if report.verdict:
+        print(report.verdict)
+    if memory is not None:
+        print("memory (peak RSS of the training process, MB) and wall time per trial outside fit (s):")
+        print(render(memory, "table"), end="")
+    print(f"files in {folder}: {', '.join(path.name for path in report.files)}; "
+          f"MLflow run {run_address(store.tracking, experiment_id, run_id)} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

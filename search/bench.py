@@ -1,0 +1,254 @@
+"""`atelier bench`: one space and one objective searched by several strategies at an equal budget of epochs.
+
+The budget is counted in training epochs over the same train and validation split, pruned and
+cut trials included: every epoch any trial trains is one unit of the budget. Optuna strategies
+start no trial once it is spent; KerasTuner's tuners are stopped the same way (their oracle is told
+that it has run its last trial). The trial that spends the last epoch stops there, whatever its
+plan. Each (strategy, seed) runs in a fresh process forked from a server that has imported the
+libraries, so no run inherits another's Keras state or memory.
+
+Strategies:
+- `atelier`: atelier's default, TPE (`make_sampler`) with Hyperband pruning on the objective's
+  metric (`make_pruner`), trials trained by `search.train.fit`, as `atelier run` trains them;
+- `optuna-tpe`, `optuna-random`: the same without pruning, each trial trained to `max_epochs`;
+- `kt-hyperband`, `kt-bayesian`: KerasTuner's `Hyperband` (max_epochs = the objective's, factor 3,
+  iterations until the budget is spent) and `BayesianOptimization` (its defaults), searching the
+  same space through `SpaceHyperModel`, on the same objective and metric.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import multiprocessing
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from search.backend import keras
+import keras_tuner
+import optuna
+from keras_tuner.src import config as keras_tuner_config
+from optuna.trial import TrialState
+
+from search.config import Objective, Space
+from search.data import SearchData
+from search.errors import SetupError
+from search.model import UnbuildableModel, build_model
+from search.space import sample
+from search.space_hypermodel import SpaceHyperModel
+from search.study import make_pruner, make_sampler
+from search.train import FitOutcome, fit
+
+STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian")
+OPTUNA = {"atelier": ("tpe", "hyperband"), "optuna-tpe": ("tpe", "none"), "optuna-random": ("random", "none")}
+REFERENCE = "kt-hyperband"  # the peer whose best accuracy atelier's default must reach in a third of its epochs
+ACCURACY = "val_accuracy"
+
+
+def check_strategies(names: Sequence[str]) -> tuple[str, ...]:
+    """`names` without repeats, or a SetupError naming the unknown one."""
+    for name in names:
+        if name not in STRATEGIES:
+            raise SetupError(f"unknown strategy '{name}'; choose from {', '.join(STRATEGIES)}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class Ledger:
+    """Every epoch a strategy trains, in order, with its validation accuracy, against a budget of epochs."""
+
+    budget: int
+    val_accuracy: list[float] = field(default_factory=list)
+    cut: bool = False  # whether the budget ran out inside a trial, before its planned last epoch
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_accuracy)
+
+    @property
+    def spent(self) -> bool:
+        return self.epochs >= self.budget
+
+    def spend(self, model: keras.Model, metrics: Mapping[str, float], last: bool) -> None:
+        """Count one epoch of `model` (`last`: its fit's planned last); stop the fit when it spent the budget."""
+        self.val_accuracy.append(float(metrics.get(ACCURACY, math.nan)))
+        if self.spent and not last:
+            model.stop_training = True
+            self.cut = True
+
+
+class LedgerCallback(keras.callbacks.Callback):
+    """Charges each epoch of a fit to a ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.ledger = ledger
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.ledger.spend(self.model, logs or {}, last=epoch + 1 >= self.params["epochs"])
+
+
+@dataclass(frozen=True)
+class Job:
+    """One strategy searching once, with one seed, until its budget is spent."""
+
+    strategy: str
+    seed: int
+    budget: int
+    objective: Objective
+    space: Space
+    data: SearchData
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one job spent and found.
+
+    `outcomes` counts trials: finished, pruned, cut (stopped by the budget's end), skipped (too large or
+    unbuildable: never trained) and failed.
+    """
+
+    strategy: str
+    seed: int
+    val_accuracy: tuple[float, ...]  # each epoch trained, in order
+    outcomes: Mapping[str, int]
+    wall_seconds: float
+    fit_seconds: float
+
+    @property
+    def epochs(self) -> int:
+        return len(self.val_accuracy)
+
+    @property
+    def trials(self) -> int:
+        return sum(self.outcomes.values())
+
+
+def run_bench(objective: Objective, space: Space, data: SearchData, strategies: Sequence[str], seeds: int,
+              budget: int, on_result: Callable[[RunResult], None]) -> list[RunResult]:
+    """Every strategy once per seed (seeds `objective.seed` onwards), one job at a time, each in a fresh process.
+
+    Jobs alternate strategies within a seed, so a change in the machine's load falls on all of them.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["search.bench"])
+    results = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+        for seed in range(objective.seed, objective.seed + seeds):
+            for strategy in strategies:
+                result = pool.submit(run_job, Job(strategy, seed, budget, objective, space, data)).result()
+                on_result(result)
+                results.append(result)
+    return results
+
+
+def run_job(job: Job) -> RunResult:
+    """Run one job in this process: seed Keras, search until the budget is spent, count what happened."""
+    keras.utils.set_random_seed(job.seed)
+    quiet()
+    gc.collect()
+    gc.freeze()  # the libraries and the data live as long as this process: keep them out of every collection
+    ledger = Ledger(job.budget)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="atelier-bench-") as folder:
+        if job.strategy in OPTUNA:
+            outcomes, fit_seconds = _optuna_search(job, ledger)
+        else:
+            outcomes, fit_seconds = _kerastuner_search(job, ledger, Path(folder))
+    return RunResult(job.strategy, job.seed, tuple(ledger.val_accuracy), dict(outcomes),
+                     time.perf_counter() - started, fit_seconds)
+
+
+def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
+    objective = job.objective
+    sampler_name, pruner_name = OPTUNA[job.strategy]
+    study = optuna.create_study(direction=objective.direction,
+                                sampler=make_sampler(sampler_name, job.seed, objective.trials),
+                                pruner=make_pruner(pruner_name, objective.max_epochs))
+    outcomes: Counter[str] = Counter()
+    fit_seconds = 0.0
+    while not ledger.spent:
+        trial = study.ask()
+        outcome, value, seconds = _optuna_trial(trial, job, ledger)
+        keras.backend.clear_session()
+        outcomes[outcome] += 1
+        fit_seconds += seconds
+        state = {"finished": TrialState.COMPLETE, "cut": TrialState.COMPLETE, "failed": TrialState.FAIL}.get(
+            outcome, TrialState.PRUNED)
+        study.tell(trial, value if state is TrialState.COMPLETE else None, state=state)
+    return outcomes, fit_seconds
+
+
+def _optuna_trial(trial: optuna.Trial, job: Job, ledger: Ledger) -> tuple[str, float | None, float]:
+    """One trial as atelier runs it, without the records: (outcome, value, seconds in fit)."""
+    objective, data = job.objective, job.data
+    params = sample(trial, job.space)
+    try:
+        model = build_model(params, data.input_shape, data.n_classes)
+    except UnbuildableModel:
+        return "skipped", None, 0.0
+    except Exception:
+        return "failed", None, 0.0
+    if model.count_params() > objective.max_params:
+        return "skipped", None, 0.0
+    try:
+        result = fit(model, data, params, max_epochs=objective.max_epochs, monitor=objective.metric,
+                     direction=objective.direction, trial=trial,
+                     on_epoch=lambda step, metrics: ledger.spend(model, metrics, step >= objective.max_epochs))
+    except SetupError:
+        raise
+    except Exception:
+        return "failed", None, 0.0
+    if result.outcome is FitOutcome.COMPLETED:
+        return "cut" if ledger.cut else "finished", result.best[objective.metric], result.fit_seconds
+    return ("pruned" if result.outcome is FitOutcome.PRUNED else "failed"), None, result.fit_seconds
+
+
+def quiet() -> None:
+    """Keep this process's libraries from printing each trial: the bench counts outcomes and prints its own lines."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    keras_tuner_config.DEBUG = False  # KerasTuner prints the traceback of every failed trial (too large ones too)
+    # KerasTuner's Hyperband resumes a trial's weights but not its optimizer's state, and Keras says so each time.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+
+
+def kerastuner_objective(objective: Objective) -> keras_tuner.Objective:
+    """The objective's metric and direction, as KerasTuner names them."""
+    return keras_tuner.Objective(objective.metric, "min" if objective.direction == "minimize" else "max")
+
+
+def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[str], float]:
+    objective, data = job.objective, job.data
+    hypermodel = SpaceHyperModel(job.space, objective, data.input_shape, data.n_classes,
+                                 callbacks=[LedgerCallback(ledger)])
+    tuner_class = keras_tuner.Hyperband if job.strategy == "kt-hyperband" else keras_tuner.BayesianOptimization
+    budgeted = type(f"Budgeted{tuner_class.__name__}", (_Budgeted, tuner_class), {"ledger": ledger})
+    settings = {"max_epochs": objective.max_epochs, "factor": 3, "hyperband_iterations": None} \
+        if job.strategy == "kt-hyperband" else {"max_trials": None}
+    tuner = budgeted(hypermodel, objective=kerastuner_objective(objective), seed=job.seed, directory=str(folder),
+                     project_name=job.strategy, overwrite=True, max_consecutive_failed_trials=sys.maxsize,
+                     **settings)
+    tuner.search(data.train.x, data.train.y, validation_data=(data.val.x, data.val.y),
+                 epochs=objective.max_epochs, verbose=0)
+    states = Counter(trial.status for trial in tuner.oracle.trials.values())
+    outcomes = Counter(finished=states["COMPLETED"] - ledger.cut, cut=int(ledger.cut), skipped=hypermodel.skipped,
+                       failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped)
+    return outcomes, hypermodel.fit_seconds
+
+
+class _Budgeted:
+    """Mixed into a KerasTuner tuner: once `ledger` is spent, the oracle's trial limit becomes the trials run."""
+
+    ledger: Ledger
+    oracle: keras_tuner.Oracle
+
+    def pre_create_trial(self) -> None:
+        if self.ledger.spent:
+            self.oracle.max_trials = len(self.oracle.trials)  # the oracle's own way to end `search`

@@ -1,0 +1,149 @@
+"""The bench's tables and figure: per run, per strategy (median and spread over seeds), best-so-far curves.
+
+Results in, pandas tables and files out; knows nothing of MLflow (bench_run.py logs the folder).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from search.bench import REFERENCE, RunResult  # noqa: E402
+
+OUTCOMES = ("finished", "pruned", "cut", "skipped", "failed")
+SUMMARY_CSV, RUNS_CSV, CURVES_CSV, MEMORY_CSV, CURVES_PNG = (
+    "bench.csv", "bench_runs.csv", "curves.csv", "memory.csv", "best_so_far.png")
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """The tables written, the files holding them, and the verdict on the product target (None without both peers)."""
+
+    summary: pd.DataFrame
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    verdict: str | None
+    files: list[Path]
+
+
+def best_so_far(result: RunResult) -> np.ndarray:
+    """The best validation accuracy after each epoch the run trained."""
+    return np.fmax.accumulate(np.asarray(result.val_accuracy, dtype=float))
+
+
+def epochs_to_reach(result: RunResult, accuracy: float) -> float:
+    """Epochs the run had trained when its best validation accuracy first reached `accuracy`; inf if never."""
+    reached = np.flatnonzero(best_so_far(result) >= accuracy)
+    return float(reached[0] + 1) if reached.size else math.inf
+
+
+def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFrame:
+    """One row per (strategy, seed): best accuracy, epochs to the reference's best and to `target`, trials, time.
+
+    `epochs_to_kt_hb_best` is paired by seed: the epochs a run needed to reach the best validation
+    accuracy that KerasTuner's Hyperband found with the same seed (for Hyperband itself, its own best).
+    """
+    reference = {r.seed: float(np.nanmax(r.val_accuracy)) for r in results if r.strategy == REFERENCE and r.epochs}
+    rows = []
+    for result in results:
+        row: dict[str, object] = {"strategy": result.strategy, "seed": result.seed,
+                                  "best_val_acc": float(np.nanmax(result.val_accuracy)) if result.epochs else math.nan}
+        if result.seed in reference:
+            row["epochs_to_kt_hb_best"] = epochs_to_reach(result, reference[result.seed])
+        if target is not None:
+            row["epochs_to_target"] = epochs_to_reach(result, target)
+        row |= {"epochs": result.epochs, "trials": result.trials}
+        row |= {outcome: result.outcomes.get(outcome, 0) for outcome in OUTCOMES}
+        row |= {"wall_s": result.wall_seconds, "fit_s": result.fit_seconds,
+                "outside_fit_s_per_trial": (result.wall_seconds - result.fit_seconds) / max(result.trials, 1)}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per strategy, in the order run: medians over seeds, the best accuracy's range, targets reached."""
+    rows = []
+    for strategy, group in runs.groupby("strategy", sort=False):
+        row: dict[str, object] = {"strategy": strategy, "seeds": len(group),
+                                  "best_val_acc": group["best_val_acc"].median(),
+                                  "best_min": group["best_val_acc"].min(), "best_max": group["best_val_acc"].max()}
+        for column, reached in (("epochs_to_kt_hb_best", "reached_kt_hb_best"),
+                                ("epochs_to_target", "reached_target")):
+            if column in group:
+                row[column] = float(np.median(group[column]))
+                row[reached] = f"{int(np.isfinite(group[column]).sum())}/{len(group)}"
+        for column in ("epochs", "trials", *OUTCOMES, "wall_s", "outside_fit_s_per_trial"):
+            row[column] = group[column].median()
+        rows.append(row)
+    return pd.DataFrame(rows).round({"best_val_acc": 4, "best_min": 4, "best_max": 4, "wall_s": 1,
+                                     "outside_fit_s_per_trial": 3})
+
+
+def curves_table(results: Sequence[RunResult]) -> pd.DataFrame:
+    """Best validation accuracy so far against epochs trained, one row per (strategy, seed, epoch)."""
+    frames = [pd.DataFrame({"strategy": r.strategy, "seed": r.seed, "epoch": np.arange(1, r.epochs + 1),
+                            "best_val_acc": best_so_far(r)}) for r in results]
+    return pd.concat(frames, ignore_index=True)
+
+
+def verdict(runs: pd.DataFrame) -> str | None:
+    """Whether atelier's default reached KerasTuner Hyperband's best with at most a third of its epochs."""
+    if "epochs_to_kt_hb_best" not in runs or not {"atelier", REFERENCE} <= set(runs["strategy"]):
+        return None
+    paired = runs.pivot(index="seed", columns="strategy", values="epochs_to_kt_hb_best")[["atelier", REFERENCE]]
+    ratios = paired["atelier"] / paired[REFERENCE]
+    ratio = float(np.median(ratios))
+    reached = int(np.isfinite(paired["atelier"]).sum())
+    return (f"atelier reached KerasTuner Hyperband's best val_accuracy in {reached} of {len(paired)} seeds; "
+            f"median {np.median(paired['atelier']):g} epochs against Hyperband's {np.median(paired[REFERENCE]):g}; "
+            f"ratio per seed {', '.join(f'{r:.2f}' for r in ratios)}, median {ratio:.2f} "
+            f"(the product target is at most 0.33: {'met' if ratio <= 1 / 3 else 'not met'})")
+
+
+def plot_curves(curves: pd.DataFrame, budget: int, target: float | None, path: Path) -> Path:
+    """Best-so-far validation accuracy against epochs trained: the median over seeds, shaded from min to max."""
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.subplots()
+    for strategy, group in curves.groupby("strategy", sort=False):
+        grid = group.pivot(index="epoch", columns="seed", values="best_val_acc").reindex(range(1, budget + 1))
+        epochs = grid.index.to_numpy()
+        line, = axes.plot(epochs, grid.median(axis=1), label=strategy)
+        axes.fill_between(epochs, grid.min(axis=1), grid.max(axis=1), color=line.get_color(), alpha=0.15)
+    if target is not None:
+        axes.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    low = curves.groupby(["strategy", "seed"])["best_val_acc"].max().min()
+    axes.set_ylim(max(0.0, low - 0.1), min(1.0, curves["best_val_acc"].max() + 0.02))
+    axes.set_xlabel("epochs trained (all trials, pruned and cut ones included)")
+    axes.set_ylabel("best val_accuracy so far")
+    axes.set_title("Best val_accuracy against epochs spent (median over seeds, min to max shaded)", fontsize=10)
+    axes.legend(loc="lower right")
+    axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def write_bench_report(results: Sequence[RunResult], memory: pd.DataFrame | None, budget: int,
+                       target: float | None, folder: Path) -> BenchReport:
+    """Tables as CSV and the curves as PNG in `folder` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = runs_table(results, target)
+    summary = summary_table(runs)
+    curves = curves_table(results)
+    files = [folder / SUMMARY_CSV, folder / RUNS_CSV, folder / CURVES_CSV]
+    for table, path in zip((summary, runs, curves), files):
+        table.to_csv(path, index=False)
+    if memory is not None:
+        files.append(folder / MEMORY_CSV)
+        memory.to_csv(files[-1], index=False)
+    files.append(plot_curves(curves, budget, target, folder / CURVES_PNG))
+    return BenchReport(summary, runs, curves, verdict(runs), files)

@@ -1,0 +1,125 @@
+"""`atelier bench` on digits with a tiny budget: every strategy runs, budgets hold, the tables, files and MLflow run.
+
+The bench runs once for the module: 1 seed, 5 epochs per strategy, trials of at most 2 epochs,
+memory after 1 and 2 trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import keras_tuner
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from search import cli
+from search.bench import STRATEGIES
+from search.config import Choice, Range, load_space
+from search.space import sample
+from search.space_hypermodel import HpTrial
+
+BUDGET = 5
+OBJECTIVE = """[data]
+source = "digits"
+validation_fraction = 0.2
+
+[search]
+space = "dense"
+max_epochs = 2
+trials = 6
+max_params = 500000
+"""
+SUMMARY_COLUMNS = ["strategy", "seeds", "best_val_acc", "best_min", "best_max", "epochs_to_kt_hb_best",
+                   "reached_kt_hb_best", "epochs_to_target", "reached_target", "epochs", "trials", "finished",
+                   "pruned", "cut", "skipped", "failed", "wall_s", "outside_fit_s_per_trial"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real bench in a fresh folder: the folder, and what it printed."""
+    workdir = tmp_path_factory.mktemp("bench")
+    (workdir / "tiny.toml").write_text(OBJECTIVE)
+    before, printed = Path.cwd(), io.StringIO()
+    os.chdir(workdir)
+    try:
+        with contextlib.redirect_stdout(printed):
+            status = cli.main(["bench", "--objective", "tiny.toml", "--seeds", "1", "--budget-epochs", str(BUDGET),
+                               "--target-accuracy", "0.5", "--memory-trials", "1", "2", "--output", "out"])
+    finally:
+        os.chdir(before)
+    assert status == 0
+    return workdir, printed.getvalue()
+
+
+def test_every_strategy_spends_exactly_its_budget(bench: tuple[Path, str]) -> None:
+    workdir, _ = bench
+    runs = pd.read_csv(workdir / "out" / "bench_runs.csv")
+    assert list(runs["strategy"]) == list(STRATEGIES)
+    assert (runs["epochs"] == BUDGET).all(), runs[["strategy", "epochs"]]
+    outcomes = runs[["finished", "pruned", "cut", "skipped", "failed"]].sum(axis=1)
+    assert (outcomes == runs["trials"]).all() and (runs["trials"] >= 1).all()
+    assert (runs["cut"] <= 1).all() and (runs["failed"] == 0).all()
+    curves = pd.read_csv(workdir / "out" / "curves.csv")
+    assert curves.groupby("strategy")["epoch"].max().le(BUDGET).all()
+    assert curves.groupby("strategy")["best_val_acc"].is_monotonic_increasing.all()
+    assert runs["best_val_acc"].between(0.1, 1).all()
+
+
+def test_summary_table_is_printed_and_written(bench: tuple[Path, str]) -> None:
+    workdir, printed = bench
+    summary = pd.read_csv(workdir / "out" / "bench.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary["strategy"]) == list(STRATEGIES)
+    kt_hyperband = summary.set_index("strategy").loc["kt-hyperband"]
+    assert kt_hyperband["reached_kt_hb_best"] == "1/1" and kt_hyperband["epochs_to_kt_hb_best"] <= BUDGET
+    for strategy in STRATEGIES:
+        assert strategy in printed
+    assert "atelier reached KerasTuner Hyperband's best val_accuracy in" in printed
+
+
+def test_memory_is_measured_for_both_libraries(bench: tuple[Path, str]) -> None:
+    workdir, printed = bench
+    memory = pd.read_csv(workdir / "out" / "memory.csv")
+    assert list(memory["library"]) == ["atelier", "kerastuner"]
+    assert (memory["trials"] == 2).all()
+    assert (memory[["rss_mb_after_1", "rss_mb_after_2"]] > 100).all().all()
+    assert "peak RSS" in printed
+
+
+def test_mlflow_run_holds_the_tables_and_the_figure(bench: tuple[Path, str]) -> None:
+    workdir, _ = bench
+    png = workdir / "out" / "best_so_far.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bench")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["atelier.kind"] == "bench"
+    assert run.data.params["budget_epochs"] == str(BUDGET)
+    assert {f"{s}/best_val_acc" for s in STRATEGIES} <= set(run.data.metrics)
+    curve = client.get_metric_history(run.info.run_id, "best_val_acc/atelier")
+    assert sorted(m.step for m in curve) == list(range(1, BUDGET + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"bench.csv", "bench_runs.csv", "curves.csv", "memory.csv", "best_so_far.png"} <= artifacts
+
+
+@pytest.mark.parametrize("space_name", ["cnn", "dense"])
+def test_kerastuner_hyperparameters_carry_the_space(space_name: str) -> None:
+    """Through `HpTrial`, KerasTuner registers every parameter a space draws, with its range, scale or choices."""
+    space = load_space(space_name)
+    hp = keras_tuner.HyperParameters()
+    params = sample(HpTrial(hp), space)
+    registered = {h.name: h for h in hp.space}
+    for name, value in params.items():
+        distribution = space.params.get(name if name in space.params else name.rsplit("_", 1)[0])
+        if isinstance(distribution, Range):
+            assert (registered[name].min_value, registered[name].max_value) == (distribution.low, distribution.high)
+            assert registered[name].sampling == ("log" if distribution.log else "linear")
+        elif isinstance(distribution, Choice):
+            assert list(registered[name].values) == list(distribution.choices)
+        else:
+            assert name not in registered
+        assert hp.values.get(name, value) == value
