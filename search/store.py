@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from requests.exceptions import RequestException
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from search.errors import SetupError
 from search.tracking import check_tracking_uri, redact, sqlite_database
@@ -23,6 +23,7 @@ RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a trial silent for GRACE_SECONDS is an orphan
 RECONNECT_SECONDS = 120  # how long a lost database connection is retried before the search stops
 TRACKING_CHECK_SECONDS = 10
+SCHEMA_ATTEMPTS = 3  # two machines opening a new database race to make its tables
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,19 @@ class Store:
             return JournalStorage(JournalFileBackend(str(path)))
         from search.recovery import OrphanHandler
 
-        try:
-            storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                                 grace_period=GRACE_SECONDS,
-                                 heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
-        except Exception as error:
-            raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
-                             "check that the database server runs and the URL is right") from None
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
+                                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                                     heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
+                break
+            except IntegrityError:  # another machine made the schema of a new database at this moment
+                if attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
+                time.sleep(1)
+            except Exception as error:
+                raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
+                                 "check that the database server runs and the URL is right") from None
         event.listen(storage.engine, "do_connect", _reconnect_with_backoff)
         return storage
 

@@ -33,7 +33,7 @@ def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
             machines.append(subprocess.Popen(command, cwd=tmp_path / name, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, text=True))
         outputs = [machine.communicate(timeout=600) for machine in machines]
-        assert [machine.returncode for machine in machines] == [0, 0], outputs
+        assert [machine.returncode for machine in machines] == [0, 0], [err for _, err in outputs]
         client = MlflowClient(tracking)
         experiment = client.get_experiment_by_name("shared")
         runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
