@@ -291,6 +291,7 @@ def _report(args: argparse.Namespace) -> int:
     study = _load_study(store, args.study)
     store.check_tracking_exists()
     from search.report_runs import publish_study_report, run_address
+    from search.study_report import tally
     from search.tracking import Tracker
 
     tracker = Tracker(store.tracking)
@@ -299,8 +300,7 @@ def _report(args: argparse.Namespace) -> int:
         raise SetupError(f"study '{study.study_name}' has no MLflow experiment in {store.tracking}; pass the "
                          "--tracking-uri its search used")
     run_id, report = publish_study_report(study, tracker, experiment.experiment_id, args.output)
-    tally = ", ".join(f"{count} {state}" for state, count in report.counts.items() if count)
-    print(f"study {study.study_name}: {len(study.trials)} trials ({tally})")
+    print(f"study {study.study_name}: {len(study.trials)} trials ({tally(report.counts)})")
     if report.best is not None:
         print(f"best: trial {report.best.number} {study.user_attrs.get('metric', 'value')} "
               f"{report.best.value:.4f} {report.best.params}")

@@ -16,7 +16,7 @@ from mlflow.entities import DatasetInput, Metric, Param, RunTag
 
 from search.data import SearchData
 from search.data_report import summary, write_data_report
-from search.study_report import StudyReport, write_study_report
+from search.study_report import StudyReport, tally, write_study_report
 from search.tracking import Tracker
 
 STUDY_KIND, DATA_KIND = "study", "data"
@@ -85,7 +85,7 @@ def publish_data_report(data: SearchData, inputs: list[DatasetInput], tracker: T
         "mlflow.note.content": _data_description(data, figures)}).info.run_id
     client.set_experiment_tag(experiment_id, DATA_REPORT_TAG, run_id)
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in figures.items()])
-    client.log_inputs(run_id, datasets=inputs)
+    tracker.log_inputs(run_id, inputs)
     with tempfile.TemporaryDirectory() as folder:
         write_data_report(data, Path(folder))
         client.log_artifacts(run_id, folder)
@@ -101,8 +101,7 @@ def _find_run(client: MlflowClient, experiment_ids: list[str], filter_string: st
 
 def _description(study: optuna.Study, report: StudyReport, experiment_id: str, data_link: str | None) -> str:
     """The run's description (Markdown, shown on its page in the MLflow UI): tally, best trial, where to look."""
-    tally = ", ".join(f"{count} {state}" for state, count in report.counts.items() if count)
-    lines = [f"**Study {study.study_name}**: {len(study.trials)} trials ({tally}).", ""]
+    lines = [f"**Study {study.study_name}**: {len(study.trials)} trials ({tally(report.counts)}).", ""]
     if report.best is not None:
         best = report.best
         link = run_path(experiment_id, best.user_attrs.get("mlflow_run_id", ""))

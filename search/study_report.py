@@ -45,6 +45,11 @@ class StudyReport:
     files: tuple[Path, ...]
 
 
+def tally(counts: dict[str, int]) -> str:
+    """Trials per state, those present only: '5 complete, 3 pruned'."""
+    return ", ".join(f"{count} {state}" for state, count in counts.items() if count)
+
+
 def write_study_report(study: optuna.Study, folder: Path, run_link: Callable[[str], str] = lambda run_id: run_id
                        ) -> StudyReport:
     """Write the figures (PNG), `report.html` (the same plots, interactive), `trials.csv` and `best_trial.json`.
@@ -184,7 +189,6 @@ def _page(study: optuna.Study, counts: dict[str, int], best: dict, figures: dict
           table: pd.DataFrame) -> str:
     """One self-contained HTML page (plotly embedded once: it must render offline, in MLflow's preview)."""
     title = html.escape(f"Study {study.study_name}")
-    tally = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     if best:
         params = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                          for k, v in best["params"].items())
@@ -197,5 +201,5 @@ def _page(study: optuna.Study, counts: dict[str, int], best: dict, figures: dict
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
             f"<script>{plotly.offline.get_plotlyjs()}</script>"
             "<style>body{font-family:sans-serif;margin:1em 2em}td{padding:0 1em 0 0}</style></head>"
-            f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally}</p>{head}{plots}"
+            f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally(counts)}</p>{head}{plots}"
             f"<h2>trials</h2>{table.to_html(index=False, na_rep='')}</body></html>\n")

@@ -112,11 +112,15 @@ class Tracker:
         })
         run_id = run.info.run_id
         self.log_params(run_id, params)
+        self.log_inputs(run_id, inputs)
+        return run_id
+
+    def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """The run's datasets; retried once, as another process may register the same ones at this moment."""
         try:
             self.client.log_inputs(run_id, datasets=inputs)
-        except MlflowException:  # another worker registered the same datasets in the experiment at this moment
+        except MlflowException:
             self.client.log_inputs(run_id, datasets=inputs)
-        return run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Scalar]) -> None:
         """Parameters of the run (a hypermodel's become known as it builds, after the run started)."""

@@ -52,11 +52,7 @@ def atelier(capsys: pytest.CaptureFixture[str]):
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A running PostgreSQL cluster for the session (password auth on 127.0.0.1)."""
-    missing = postgres_missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} (.ci/run must install postgresql)", pytrace=False)
-        pytest.skip(missing)
+    _require(postgres_missing(), "postgresql")
     # Not tmp_path_factory: as root the cluster runs as `postgres`, which cannot enter
     # /tmp/pytest-of-root (mode 700).
     with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, \
@@ -67,10 +63,14 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[WebDriver]:
     """Debian's Chromium, headless under Selenium, for the session."""
-    missing = chromium_missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} (.ci/run must install chromium and chromium-driver)", pytrace=False)
-        pytest.skip(missing)
+    _require(chromium_missing(), "chromium and chromium-driver")
     with chromium() as driver:
         yield driver
+
+
+def _require(missing: str | None, packages: str) -> None:
+    """Skip locally when a system component is missing (`missing` says why); fail under CI, which installs it."""
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} (.ci/run must install {packages})", pytrace=False)
+        pytest.skip(missing)
