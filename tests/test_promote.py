@@ -327,3 +327,51 @@ def test_evaluate_reports_per_class_names_and_confusion() -> None:
     assert result.confusion.loc["cat", "dog"] == 1 and result.confusion.loc["bird", "bird"] == 1
     assert result.report.loc["dog", "precision"] == 0.5 and result.report.loc["cat", "recall"] == 0.5
     assert result.metrics["recall_macro"] == pytest.approx((0.5 + 1 + 1) / 3)
+
+
+PARTS_LOADER = '''
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+LOG = Path(__file__).with_name("parts.log")
+
+
+def load(part):
+    """scikit-learn's digits, the first 1,400 as train and the rest as test; logs every part asked for."""
+    with LOG.open("a") as log:
+        log.write(part + "\\n")
+    digits = load_digits()
+    rows = slice(0, 1400) if part == "train" else slice(1400, None)
+    return np.round(digits.images[rows] * (255 / 16)), digits.target[rows]
+'''
+PARTS_OBJECTIVE = """
+[data]
+source = "loader"
+loader = "parts_loader:load"
+validation_fraction = 0.2
+
+[search]
+space = "dense"
+trials = 2
+max_epochs = 2
+"""
+
+
+def test_only_promotion_asks_the_data_for_the_test_part(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        atelier) -> None:
+    """Through the command line: a search asks its loader for `train` alone; promotion asks for `test` once."""
+    (workdir / "parts_loader.py").write_text(PARTS_LOADER)
+    (workdir / "parts.toml").write_text(PARTS_OBJECTIVE)
+    monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.delitem(sys.modules, "parts_loader", raising=False)
+    log = workdir / "parts.log"
+    status, _, err = atelier("run", "--objective", "parts.toml", "--workers", "1", "--quiet")
+    assert status == 0, err
+    assert log.read_text().split() == ["train"]
+    status, out, err = atelier("promote", "--study", "parts-dense", "--model-name", "parts")
+    assert status == 0, err
+    asked = log.read_text().split()
+    assert asked[0] == "train" and asked.count("test") == 1 and set(asked) == {"train", "test"}
+    assert "test: accuracy" in out
