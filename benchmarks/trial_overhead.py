@@ -47,7 +47,7 @@ def main() -> None:
     from search.store import Store
     from search.study import open_study, optimize
     from search.tracking import dataset_inputs
-    from search.trial import SearchPlan
+    from search.trial import SearchContext, SearchPlan
 
     folder = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     space_file = folder / "fixed-cnn.toml"
@@ -60,8 +60,9 @@ def main() -> None:
     print(f"data load: {time.perf_counter() - started:.2f} s for {len(data.train)} + {len(data.val)} images")
 
     store = Store(folder / "mlruns")
-    study = open_study("bench", store.storage(), objective, space)
-    plan = SearchPlan("bench", objective, space, data, store, dataset_inputs(data))
+    storage = store.storage()
+    study = open_study("bench", storage, objective, space)
+    context = SearchContext.connect(SearchPlan("bench", objective, space, data, store, dataset_inputs(data)))
     peaks: list[float] = []
 
     def record(report) -> None:
@@ -73,7 +74,7 @@ def main() -> None:
               f"worker peak rss {s['peak_rss_mb']:.0f} MB", flush=True)
 
     search_started = time.perf_counter()
-    optimize(plan, record, trials_per_process=args.trials_per_process)
+    optimize(context, study, storage, record, trials_per_process=args.trials_per_process)
     wall = time.perf_counter() - search_started
     trials = study.get_trials()
     fit_total = sum(t.user_attrs["fit_seconds"] for t in trials)

@@ -7,15 +7,14 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from search.errors import SetupError
 
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
-FORMATS = ("table", "csv", "json", "markdown")  # what search.report.render writes
-DEFAULT_WORKERS, MAX_WORKERS = 2, 64  # 2 ran 1.24x the trials per hour of 1 here (benchmarks/workers.py)
+FORMATS = ("table", "csv", "json", "markdown")  # what search.tables.render writes
+DEFAULT_WORKERS = 2  # 2 ran 1.24x the trials per hour of 1 here (benchmarks/workers.py)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,91 +154,33 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _store(args: argparse.Namespace):
+def _unchecked_store(args: argparse.Namespace):
     from search.store import Store
 
-    return Store(args.store, args.storage, args.tracking_uri).check()
+    return Store(args.store, args.storage, args.tracking_uri)
+
+
+def _store(args: argparse.Namespace):
+    return _unchecked_store(args).check()
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.config import check_objective, load_objective
+    from search.run import OVERRIDES, SearchRequest, run_search
 
-    objective = load_objective(args.objective)
-    overrides = {"trials": args.trials, "max_epochs": args.max_epochs, "timeout": args.timeout,
-                 "seed": args.seed, "sampler": args.sampler, "pruner": args.pruner}
-    objective = check_objective(replace(objective, **{k: v for k, v in overrides.items() if v is not None}))
-    if not 1 <= args.workers <= MAX_WORKERS:
-        raise SetupError(f"--workers {args.workers} is not a count of processes; give 1 to {MAX_WORKERS}")
-    space = _space(args.space, args.hypermodel, objective.space)
-    store = _store(args)
-    study_name = args.study or f"{objective.name}-{space.name}"
-
-    from search.data import load_search_data
-
-    started = time.perf_counter()
-    data = load_search_data(objective, args.data_dir)
-    if space.hypermodel is not None:
-        from search.hypermodel import Hypermodel
-
-        Hypermodel(space.hypermodel).check(data)
+    request = SearchRequest(args.objective, args.space, args.hypermodel, args.study,
+                            {name: getattr(args, name) for name in OVERRIDES}, args.data_dir, args.workers, args.quiet)
+    result = run_search(request, _unchecked_store(args), say=lambda line: print(line, flush=True))
     if not args.quiet:
-        print(f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
-              f"from {data.source} in {time.perf_counter() - started:.2f} s")
-    from search.progress import Progress
-    from search.study import open_study, optimize
-    from search.tracking import dataset_inputs, redact
-    from search.trial import SearchPlan
-
-    from search.report_runs import publish_data_report, publish_study_report, run_address
-    from search.trial import SearchContext
-
-    study = open_study(study_name, store.storage(), objective, space, args.data_dir)
-    plan = SearchPlan(study_name, objective, space, data, store, dataset_inputs(data))
-    context = SearchContext.connect(plan)
-    data_run, made = publish_data_report(data, plan.inputs, context.tracker, context.experiment_id)
-    if made and not args.quiet:
-        print(f"data report: {run_address(store.tracking, context.experiment_id, data_run)}")
-    progress = Progress(study, objective, quiet=args.quiet)
-    progress.start()
-    optimize(plan, progress.trial_done, workers=args.workers, on_note=progress.note)
-    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}")
-    started = time.perf_counter()
-    report_run, _ = publish_study_report(study, context.tracker, context.experiment_id)
-    if not args.quiet:
-        print(f"study report: {run_address(store.tracking, context.experiment_id, report_run)} "
-              f"({time.perf_counter() - started:.1f} s; `atelier ui` serves a local store)")
+        print(f"study report: {result.study_report} ({result.report_seconds:.1f} s; `atelier ui` serves a local store)")
     return 0
 
 
-def _space(space: str | None, hypermodel: str | None, default: str):
-    """The space of --space (default: the objective's), or of --hypermodel."""
-    from search.config import hypermodel_space, load_space
-
-    if hypermodel is None:
-        return load_space(space or default)
-    if space is not None:
-        raise SetupError(f"--space {space} and --hypermodel {hypermodel} both say what to search; give one of them")
-    return hypermodel_space(hypermodel)
-
-
-def _load_study(store, name: str | None):
-    """The study called `name` (default: the most recent) in the store's Optuna storage."""
-    import optuna
-
-    from search.study import latest_study_name
-
-    storage = store.existing_storage()
-    name = name or latest_study_name(storage)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
-
-
 def _show(args: argparse.Namespace) -> int:
-    from search.report import render, trials_table
+    from search.tables import render, trials_table
 
-    study = _load_study(_store(args), args.study)
+    from search.study import load_existing_study
+
+    study = load_existing_study(_store(args).existing_storage(), args.study)
     table = trials_table(study)
     if args.format == "table":
         print(f"study {study.study_name}: {len(table)} trials, best first")
@@ -248,132 +189,56 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from search.config import load_objective  # it runs check_objective; `data` has no flags to apply
+    from search.reports.data import class_counts, report_data
+    from search.tables import render
 
-    objective = load_objective(args.objective)
-    folder = args.output or Path("data-report") / objective.name
-    _check_report_folder(folder)
-    from search.data import load_search_data
-    from search.data_report import class_counts, summary, write_data_report
-    from search.report import render
-
-    data = load_search_data(objective, args.data_dir)
+    report = report_data(args.objective, args.data_dir, args.output)
+    data, facts = report.data, report.facts
     readable = args.format in ("table", "markdown")
     if readable:
-        facts = summary(data)
         print(f"data {data.name} from {data.source}: {facts['train_images']} train and "
               f"{facts['validation_images']} validation images {data.input_shape}, {facts['classes']} classes")
         print(f"train pixels: mean {facts['pixel_mean']:.2f}, std {facts['pixel_std']:.2f}, "
               f"min {facts['pixel_min']}, max {facts['pixel_max']}")
     print(render(class_counts(data), args.format), end="")
-    started = time.perf_counter()
-    paths = write_data_report(data, folder)
-    print(f"report in {folder}: {', '.join(path.name for path in paths)} ({time.perf_counter() - started:.1f} s)",
-          file=sys.stdout if readable else sys.stderr)
+    print(f"report in {report.files[0].parent}: {', '.join(path.name for path in report.files)} "
+          f"({report.seconds:.1f} s)", file=sys.stdout if readable else sys.stderr)
     return 0
 
 
-def _check_report_folder(folder: Path) -> None:
-    """Refuse a report folder that is a file, lies under a file, or cannot be written, before anything is written."""
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    if not existing.is_dir():
-        raise SetupError(f"report folder {folder}: {existing} is a file, not a folder; "
-                         "pass --output with a folder (it is made if missing)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SetupError(f"report folder {folder}: cannot write in {existing}; "
-                         "pass --output with a folder you can write to")
-
-
 def _report(args: argparse.Namespace) -> int:
-    if args.output is not None:
-        _check_report_folder(args.output)
-    store = _store(args)
-    study = _load_study(store, args.study)
-    store.check_tracking_exists()
-    from search.report_runs import publish_study_report, run_address
-    from search.study_report import tally
-    from search.tracking import Tracker
+    from search.reports.runs import report_study
+    from search.reports.study import tally
 
-    tracker = Tracker(store.tracking)
-    experiment = tracker.client.get_experiment_by_name(study.study_name)
-    if experiment is None:
-        raise SetupError(f"study '{study.study_name}' has no MLflow experiment in {store.tracking}; pass the "
-                         "--tracking-uri its search used")
-    run_id, report = publish_study_report(study, tracker, experiment.experiment_id, args.output)
+    published = report_study(_unchecked_store(args), args.study, args.output)
+    study, report = published.study, published.report
     print(f"study {study.study_name}: {len(study.trials)} trials ({tally(report.counts)})")
     if report.best is not None:
         print(f"best: trial {report.best.number} {study.user_attrs.get('metric', 'value')} "
               f"{report.best.value:.4f} {report.best.params}")
     if report.importances:
         print("importance: " + ", ".join(f"{name} {share:.2f}" for name, share in report.importances.items()))
-    print(f"report: {run_address(store.tracking, experiment.experiment_id, run_id)}"
-          + (f"; files in {args.output}" if args.output else ""))
+    print(f"report: {published.address}" + (f"; files in {args.output}" if args.output else ""))
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from search.bench import STRATEGIES, check_strategies
-    from search.config import load_objective, load_space
-
-    objective = load_objective(args.objective)
-    space = load_space(args.space or objective.space)
-    if space.hypermodel is not None:
-        raise SetupError(f"space {space.name} names a KerasTuner hypermodel; atelier bench drives a [params] space "
-                         "through Optuna and through KerasTuner alike; give --space a space file with [params]")
-    strategies = check_strategies(args.strategies or STRATEGIES)
-    if args.budget_epochs < 1:
-        raise SetupError(f"--budget-epochs {args.budget_epochs} leaves nothing to train; give at least 1")
-    if args.seeds < 1:
-        raise SetupError(f"--seeds {args.seeds} runs nothing; give at least 1")
-    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
-        raise SetupError(f"--target-accuracy {args.target_accuracy} is not an accuracy; give a share in (0, 1]")
-    if any(count < 1 for count in args.memory_trials):
-        raise SetupError(f"--memory-trials {' '.join(map(str, args.memory_trials))}: counts of trials must be "
-                         "at least 1 (give none to skip the memory figures)")
-    folder = args.output or Path("bench-out") / f"{objective.name}-{space.name}"
-    _check_report_folder(folder)
+    from search.bench.compare import BenchRequest, compare
+    from search.bench.strategies import STRATEGIES
     from search.store import Store
+    from search.tables import render
 
-    store = Store(args.store, None, args.tracking_uri).check()
-    from search.bench import run_bench
-    from search.bench_memory import measure_memory
-    from search.bench_report import write_bench_report
-    from search.bench_run import log_bench_run
-    from search.data import load_search_data
-    from search.report import render
-    from search.report_runs import run_address
-    from search.tracking import Tracker
-
-    data = load_search_data(objective, args.data_dir)
-    print(f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
-          f"{space.name}, {args.budget_epochs} epochs per strategy and seed (trials of at most "
-          f"{objective.max_epochs}), {args.seeds} seed{'s' * (args.seeds > 1)}", flush=True)
-    started = time.perf_counter()
-
-    def done(result) -> None:
-        print(f"{result.strategy} seed {result.seed}: best val_accuracy {max(result.val_accuracy, default=0):.4f} "
-              f"in {result.epochs} epochs, {result.trials} trials "
-              f"({', '.join(f'{n} {k}' for k, n in result.outcomes.items() if n)}), {result.wall_seconds:.0f} s",
-              flush=True)
-
-    results = run_bench(objective, space, data, strategies, args.seeds, args.budget_epochs, done)
-    memory = measure_memory(objective, space, args.data_dir, args.memory_trials) if args.memory_trials else None
-    report = write_bench_report(results, memory, args.budget_epochs, args.target_accuracy, folder)
-    settings = {"objective": objective.name, "space": space.name, "seeds": args.seeds,
-                "budget_epochs": args.budget_epochs, "max_epochs": objective.max_epochs,
-                "strategies": " ".join(strategies), "target_accuracy": args.target_accuracy,
-                "train_images": len(data.train), "validation_images": len(data.val),
-                "memory_trials": " ".join(map(str, args.memory_trials))}
-    experiment_id, run_id = log_bench_run(Tracker(store.tracking), f"{objective.name}-{space.name}", settings,
-                                          report, memory)
-    print(render(report.summary, "table"), end="")
-    if report.verdict:
-        print(report.verdict)
-    if memory is not None:
+    request = BenchRequest(args.objective, args.space, args.seeds, args.budget_epochs, args.target_accuracy,
+                           args.strategies or STRATEGIES, args.memory_trials, args.data_dir, args.output)
+    result = compare(request, Store(args.store, None, args.tracking_uri), say=lambda line: print(line, flush=True))
+    print(render(result.summary, "table"), end="")
+    if result.verdict:
+        print(result.verdict)
+    if result.memory is not None:
         print("memory (peak RSS of the training process, MB) and wall time per trial outside fit (s):")
-        print(render(memory, "table"), end="")
-    print(f"files in {folder}: {', '.join(path.name for path in report.files)}; "
-          f"MLflow run {run_address(store.tracking, experiment_id, run_id)} ({time.perf_counter() - started:.0f} s)")
+        print(render(result.memory, "table"), end="")
+    print(f"files in {result.folder}: {', '.join(path.name for path in result.files)}; "
+          f"MLflow run {result.run_address} ({result.seconds:.0f} s)")
     return 0
 
 
@@ -397,18 +262,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if args.model.startswith(("models:/", "runs:/")):
-        store.check_tracking_exists()
-    import mlflow
+    from search.predict import predict_images
+    from search.tables import render
 
-    from search.predict import load_classifier, predictions_table, read_images
-    from search.report import render
-
-    mlflow.set_tracking_uri(store.tracking)
-    classifier = load_classifier(args.model)
-    names, images = read_images(args.input, classifier.input_shape)
-    print(render(predictions_table(classifier, names, images), args.format), end="")
+    print(render(predict_images(_unchecked_store(args), args.model, args.input), args.format), end="")
     return 0
 
 

@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from search.data import read_kaggle_csv
 from search.errors import SetupError
+from search.store import Store
 
 IMAGE_SUFFIXES = (".png",)
 
@@ -70,6 +72,17 @@ def read_images(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np
         return [f"row {row}" for row in range(1, len(x) + 1)], _fit_shape(x, input_shape, str(path))
     raise SetupError(f"{path}: cannot read '{path.suffix}' files; give a .npy file, a Kaggle-layout .csv file "
                      "or a folder of .png images")
+
+
+def predict_images(store: Store, model_uri: str, path: Path) -> pd.DataFrame:
+    """Label the images at `path` with the model at `model_uri` (a registry URI resolves in `store`)."""
+    store.check()
+    if model_uri.startswith(("models:/", "runs:/")):
+        store.check_tracking_exists()
+    mlflow.set_tracking_uri(store.tracking)
+    classifier = load_classifier(model_uri)
+    names, images = read_images(path, classifier.input_shape)
+    return predictions_table(classifier, names, images)
 
 
 def predictions_table(classifier: Classifier, names: list[str], x: np.ndarray) -> pd.DataFrame:

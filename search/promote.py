@@ -48,7 +48,6 @@ PROMOTION_KIND = "promotion"
 CANDIDATE, CHAMPION = "candidate", "champion"
 BASELINE_PARAMS = {"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}  # the notebooks' first model
 BASELINE_MAX_EPOCHS = 10
-BASELINE_MARGIN = 0.0
 MCNEMAR_ALPHA = 0.05
 PREDICT_BATCH = 1024
 

@@ -1,4 +1,4 @@
-"""The Optuna study: storage, sampler, pruner, and the loop that runs trials until the target."""
+"""The Optuna study: opening or resuming it, and the loop that runs trials in worker processes until the target."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import os
 import signal
 import time
 import traceback
-import warnings
 from dataclasses import asdict
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -21,6 +20,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from search.algorithms import make_pruner, make_sampler
 from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
@@ -30,35 +30,6 @@ from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 5
 TRIALS_PER_PROCESS = 5
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
-    """A seeded sampler; TPE starts with a third of the target (3 to 10) random trials."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        try:
-            import torch  # noqa: F401  (GPSampler needs it)
-        except ImportError:
-            raise SetupError("the gp sampler needs PyTorch; pip install torch, or use --sampler tpe") from None
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, target // 3)),
-                                      multivariate=True, group=True, constant_liar=True)
-
-
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """A pruner that judges trials by the metric reported each epoch."""
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    return optuna.pruners.NopPruner()
 
 
 def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space,
@@ -99,6 +70,15 @@ def latest_study_name(storage: BaseStorage) -> str:
     return max(summaries, key=lambda s: order[id(s)]).study_name
 
 
+def load_existing_study(storage: BaseStorage, name: str | None) -> optuna.Study:
+    """The study called `name` (default: the most recent) in `storage`, or a SetupError naming it."""
+    name = name or latest_study_name(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
+
+
 def counted(study: optuna.Study) -> int:
     """Trials that count towards the target: completed and pruned ones."""
     return len(study.get_trials(deepcopy=False, states=COUNTED))
@@ -109,7 +89,8 @@ def wanted(study: optuna.Study, target: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))) < target
 
 
-def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None], workers: int = 1,
+def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
+             on_trial: Callable[[TrialReport], None], workers: int = 1,
              trials_per_process: int = TRIALS_PER_PROCESS, on_note: Callable[[str], None] = print) -> None:
     """Run trials in `workers` processes at once until the study holds its target or the timeout has passed.
 
@@ -120,14 +101,14 @@ def optimize(plan: SearchPlan, on_trial: Callable[[TrialReport], None], workers:
     worker costs a fork and the data's transfer, not a fresh import. A worker that dies (killed,
     out of memory) leaves an orphaned trial: it is failed, its run closed, and its parameters
     queued again, and the search goes on.
+
+    `context` is the caller's MLflow connection: having made the store once, it spares N workers
+    racing to make it. `study` is the caller's, opened on `storage` with `open_study`.
     """
+    plan = context.plan
     objective = plan.objective
     deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
-    storage = plan.store.storage()
-    study = optuna.load_study(study_name=plan.study_name, storage=storage)
-    # Connecting here makes a new MLflow store once, before N workers race to make it.
-    experiment_id = SearchContext.connect(plan).experiment_id
-    study.set_user_attr("mlflow_experiment_id", experiment_id)
+    study.set_user_attr("mlflow_experiment_id", context.experiment_id)
     orphans = recover_orphans(study, storage, plan.store.tracking)
     if orphans:
         on_note(f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "

@@ -6,7 +6,7 @@ import enum
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from search.backend import keras
 import numpy as np
@@ -57,6 +57,7 @@ class _Watch(keras.callbacks.Callback):
         self.trial, self.on_epoch = trial, on_epoch
         self.history: list[dict[str, float]] = []
         self.best_epoch, self.best_score = 0, math.inf
+        self.best: dict[str, float] = {}
         self.best_weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
@@ -74,7 +75,7 @@ class _Watch(keras.callbacks.Callback):
             raise _Diverged(f"{', '.join(broken)} became non-finite at epoch {step}")
         score = self.sign * metrics[self.monitor]
         if score < self.best_score:
-            self.best_epoch, self.best_score = step, score
+            self.best_epoch, self.best_score, self.best = step, score, metrics
             self.best_weights = self.model.get_weights()
         if self.trial is not None:
             self.trial.report(metrics[self.monitor], step)
@@ -95,17 +96,22 @@ class CosineDecay(keras.callbacks.Callback):
 
 def fit(model: keras.Model, data: SearchData, params: Mapping[str, Scalar], *, max_epochs: int,
         monitor: str, direction: str, trial: optuna.trial.BaseTrial | None = None,
-        on_epoch: EpochHook | None = None, verbose: int = 0) -> FitResult:
-    """Train for up to `max_epochs`, reporting `monitor` to `trial` each epoch so its pruner can stop it."""
+        on_epoch: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
+        epochs: int | None = None, initial_epoch: int = 0, verbose: int = 0) -> FitResult:
+    """Train up to epoch `epochs` (default `max_epochs`, the schedule's length), reporting `monitor` to `trial`.
+
+    `callbacks` see each epoch before the pruner judges it. A completed fit ends holding its best
+    epoch's weights; a non-finite metric stops it as diverged.
+    """
     watch = _Watch(monitor, direction, trial, on_epoch)
-    callbacks: list[keras.callbacks.Callback] = [watch]
-    if params.get("lr_schedule") == "cosine":
-        callbacks.insert(0, CosineDecay(float(params["learning_rate"]), max_epochs))
+    schedule = [CosineDecay(float(params["learning_rate"]), max_epochs)] if params.get("lr_schedule") == "cosine" \
+        else []
     outcome, reason = FitOutcome.COMPLETED, ""
     started = time.perf_counter()
     try:
-        model.fit(data.train.x, data.train.y, batch_size=int(params["batch_size"]), epochs=max_epochs,
-                  validation_data=(data.val.x, data.val.y), callbacks=callbacks, verbose=verbose)
+        model.fit(data.train.x, data.train.y, batch_size=int(params["batch_size"]), epochs=epochs or max_epochs,
+                  initial_epoch=initial_epoch, validation_data=(data.val.x, data.val.y),
+                  callbacks=[*schedule, *callbacks, watch], verbose=verbose)
     except optuna.TrialPruned as pruned:
         outcome, reason = FitOutcome.PRUNED, str(pruned)
     except _Diverged as diverged:
@@ -113,5 +119,4 @@ def fit(model: keras.Model, data: SearchData, params: Mapping[str, Scalar], *, m
     fit_seconds = time.perf_counter() - started
     if watch.best_weights is not None and outcome is FitOutcome.COMPLETED:
         model.set_weights(watch.best_weights)
-    best = watch.history[watch.best_epoch - 1] if watch.best_epoch else {}
-    return FitResult(outcome, watch.history, watch.best_epoch, best, fit_seconds, reason)
+    return FitResult(outcome, watch.history, watch.best_epoch, watch.best, fit_seconds, reason)

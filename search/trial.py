@@ -6,21 +6,22 @@ import resource
 import time
 from dataclasses import dataclass, field
 
-from search.backend import keras
+from collections.abc import Callable
+
 import optuna
 from mlflow.entities import DatasetInput
 from optuna.trial import TrialState
 
+from search.backend import keras
+from search.candidate import Built, run_candidate, space_build
 from search.config import Objective, Space
 from search.data import SearchData
 from search.errors import SetupError
-from search.hypermodel import Hypermodel, TrialHyperParameters, fit_data, training_params
+from search.hypermodel import Hypermodel, TrialHyperParameters, training_params
 from search.schema import Scalar
-from search.store import Store
-from search.model import UnbuildableModel, build_model
 from search.space import sample
+from search.store import Store
 from search.tracking import Tracker
-from search.train import FitOutcome, FitResult, fit
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class TrialReport:
 
 
 def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
-    """Run one trial and record it; a broken trial is reported as failed, never raised.
+    """Run one trial through the trial core and record it; a broken trial is reported as failed, never raised.
 
     A `SetupError` or Ctrl-C closes the trial's run as failed and propagates: the search must stop.
     """
@@ -75,76 +76,51 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     run_id = ctx.tracker.start_trial(ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs)
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
-        state, value, reason, model, summary = _build_and_fit(trial, ctx, params, run_id)
-        if model is not None:
-            ctx.tracker.log_model_file(run_id, model)
+        outcome = run_candidate(_builder(trial, ctx, params, run_id), plan.objective, plan.data, trial=trial,
+                                on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
+        if outcome.model is not None:
+            ctx.tracker.log_model_file(run_id, outcome.model)
     except (SetupError, KeyboardInterrupt) as error:
         reason = "interrupted (Ctrl-C, or the search stopped)" if isinstance(error, KeyboardInterrupt) else str(error)
         _forget_models()
         _close(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
         raise
-    del model
+    summary = dict(outcome.summary)
+    state, value, reason = outcome.state, outcome.value, outcome.reason
+    del outcome
     _forget_models()
     summary["trial_seconds"] = time.perf_counter() - started
-    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary["peak_rss_mb"] = peak_rss_mb()
     _close(trial, ctx, run_id, state, reason, summary)
     return TrialReport(trial.number, state, value, reason, summary)
 
 
-def _build_and_fit(trial: optuna.Trial, ctx: SearchContext, params: dict, run_id: str
-                   ) -> tuple[TrialState, float | None, str, keras.Model | None, dict[str, float]]:
-    objective, data = ctx.plan.objective, ctx.plan.data
-    try:
-        model, params = _build(trial, ctx, params, run_id)
-    except UnbuildableModel as error:
-        return TrialState.PRUNED, None, f"unbuildable: {error}", None, {"epochs": 0}
-    except SetupError:
-        raise
-    except Exception as error:
-        return TrialState.FAIL, None, f"cannot build: {type(error).__name__}: {error}", None, {"epochs": 0}
-    n_params = model.count_params()
-    if n_params > objective.max_params:
-        reason = f"too large: {n_params:,} parameters exceed max_params {objective.max_params:,}"
-        return TrialState.PRUNED, None, reason, None, {"epochs": 0, "n_params": n_params}
-    try:
-        result = fit(model, fit_data(model, data), params, max_epochs=objective.max_epochs,
-                     monitor=objective.metric, direction=objective.direction, trial=trial,
-                     on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
-    except SetupError:
-        raise
-    except Exception as error:
-        return TrialState.FAIL, None, f"{type(error).__name__}: {error}", None, {"n_params": n_params}
-    summary = _summary(result) | {"n_params": n_params}
-    if result.outcome is FitOutcome.COMPLETED:
-        return TrialState.COMPLETE, result.best[objective.metric], "", model, summary
-    if result.outcome is FitOutcome.PRUNED:
-        return TrialState.PRUNED, None, result.reason, None, summary
-    return TrialState.FAIL, None, f"diverged: {result.reason}", None, summary
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _build(trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar], run_id: str
-           ) -> tuple[keras.Model, dict[str, Scalar]]:
-    """The trial's model and the parameters its fit reads. A hypermodel's values are logged as far as it
-    drew them, even when its build fails."""
+def _builder(trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar], run_id: str) -> Callable[[], Built]:
+    """How the trial builds its model: from the space's parameters, or through the hypermodel, whose values are
+    logged as far as it drew them, even when its build fails."""
     space, data = ctx.plan.space, ctx.plan.data
     if space.hypermodel is None:
-        return build_model(params, data.input_shape, data.n_classes), params
-    hp = TrialHyperParameters(trial)
-    try:
-        model = Hypermodel(space.hypermodel).model(hp, data.input_shape)
-    finally:
-        ctx.tracker.log_params(run_id, hp.values)
-    return model, training_params(hp)
+        return space_build(params, data)
+
+    def build() -> Built:
+        hp = TrialHyperParameters(trial)
+        try:
+            model = Hypermodel(space.hypermodel).model(hp, data.input_shape)
+        finally:
+            ctx.tracker.log_params(run_id, hp.values)
+        return model, training_params(hp)
+
+    return build
 
 
 def _forget_models() -> None:
     """Free what Keras holds between trials, so a long search does not grow (clear_session collects garbage)."""
     keras.backend.clear_session()
-
-
-def _summary(result: FitResult) -> dict[str, float]:
-    summary = {f"best_{name}": value for name, value in result.best.items() if name != "learning_rate"}
-    return summary | {"best_epoch": result.best_epoch, "epochs": result.epochs, "fit_seconds": result.fit_seconds}
 
 
 def _close(trial: optuna.Trial, ctx: SearchContext, run_id: str, state: TrialState, reason: str,

@@ -17,10 +17,10 @@ import pytest
 from mlflow import MlflowClient
 
 from search import cli
-from search.bench import STRATEGIES
+from search.bench.strategies import STRATEGIES
 from search.config import Choice, Range, load_space
 from search.space import sample
-from search.space_hypermodel import HpTrial
+from search.bench.space_hypermodel import HpTrial
 
 BUDGET = 5
 OBJECTIVE = """[data]

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from search.config import load_objective
 from search.data import Images, SearchData, load_search_data
-from search.data_report import (
+from search.reports.data import (
     class_counts,
     mean_images_figure,
     pixel_histogram,

@@ -14,7 +14,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from search import cli
-from search.study_report import write_study_report
+from search.reports.study import write_study_report
 
 FIGURES = ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate", "slice")
 REPORT_FILES = {f"{name}.png" for name in FIGURES} | {"report.html", "trials.csv", "best_trial.json"}

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import pandas as pd
 from mlflow.entities import Metric, Param
 
-from search.bench_report import BenchReport
-from search.report import render
+from search.bench.report import BenchReport
+from search.tables import render
 from search.tracking import Tracker
 
 EXPERIMENT, KIND = "bench", "bench"

@@ -2,24 +2,24 @@
 
 `HpTrial` offers the three Optuna trial methods that `search.space.sample` calls, each answered by
 the KerasTuner hyperparameter of the same name and range, so a KerasTuner tuner searches exactly the
-space an atelier study searches, and `SpaceHyperModel.fit` trains with atelier's fit settings (the
-trial's batch size, the cosine schedule over the objective's `max_epochs`).
+space an atelier study searches, and `SpaceHyperModel` builds, checks and trains through atelier's
+trial core (`search.candidate`), as `atelier run` does.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from search.backend import keras
 import keras_tuner
+from optuna.trial import TrialState
 
+from search.backend import keras
+from search.candidate import Rejected, build_checked, space_build, train_built
 from search.config import Objective, Space
-from search.model import UnbuildableModel, build_model
+from search.data import SearchData
 from search.schema import Scalar
 from search.space import sample
-from search.train import CosineDecay
 
 
 class HpTrial:
@@ -41,18 +41,18 @@ class HpTrial:
 
 
 class SpaceHyperModel(keras_tuner.HyperModel):
-    """Build and fit the models of an atelier space for a KerasTuner tuner.
+    """Build and fit the models of an atelier space for a KerasTuner tuner, through atelier's trial core.
 
     A model above the objective's `max_params`, or one the input cannot carry, fails its trial
-    before training (atelier prunes the same trials before training). `callbacks` are added to
-    every fit, after KerasTuner's own.
+    before training, and a diverged fit fails it, as in an atelier trial. The models train on
+    `data` (a tuner's `search` passes no data) with atelier's fit; `callbacks` see every epoch,
+    after KerasTuner's own.
     """
 
-    def __init__(self, space: Space, objective: Objective, input_shape: tuple[int, ...], n_classes: int,
+    def __init__(self, space: Space, objective: Objective, data: SearchData,
                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
         super().__init__(name=space.name)
-        self.space, self.objective = space, objective
-        self.input_shape, self.n_classes = input_shape, n_classes
+        self.space, self.objective, self.data = space, objective, data
         self.callbacks = list(callbacks)
         self.fit_seconds = 0.0
         self.skipped = 0  # trials failed before training: too large, or unbuildable
@@ -63,24 +63,22 @@ class SpaceHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         try:
-            model = build_model(self.params(hp), self.input_shape, self.n_classes)
-        except UnbuildableModel as error:
-            self.skipped += 1
-            raise keras_tuner.errors.FailedTrialError(f"unbuildable: {error}") from None
-        if model.count_params() > self.objective.max_params:
-            self.skipped += 1
-            raise keras_tuner.errors.FailedTrialError(
-                f"too large: {model.count_params():,} parameters exceed max_params {self.objective.max_params:,}")
+            model, _ = build_checked(space_build(self.params(hp), self.data), self.objective.max_params)
+        except Rejected as rejected:
+            self.skipped += rejected.outcome.skipped
+            raise keras_tuner.errors.FailedTrialError(rejected.outcome.reason) from None
         return model
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
-            ) -> keras.callbacks.History:
-        params = self.params(hp)
-        callbacks = list(kwargs.pop("callbacks", [])) + self.callbacks
-        if params.get("lr_schedule") == "cosine":
-            callbacks.insert(0, CosineDecay(float(params["learning_rate"]), self.objective.max_epochs))
-        started = time.perf_counter()
-        try:
-            return model.fit(*args, batch_size=int(params["batch_size"]), callbacks=callbacks, **kwargs)
-        finally:
-            self.fit_seconds += time.perf_counter() - started
+            ) -> Mapping[str, float]:
+        """Train as an atelier trial does, from `initial_epoch` to `epochs` as the tuner asks; the best epoch's
+        metrics are the trial's result."""
+        if args or "x" in kwargs:
+            raise TypeError("SpaceHyperModel trains on the data it was made with; call the tuner's search without data")
+        outcome = train_built(model, self.params(hp), self.objective, self.data,
+                              callbacks=[*kwargs.get("callbacks", ()), *self.callbacks], epochs=kwargs["epochs"],
+                              initial_epoch=kwargs.get("initial_epoch", 0))
+        self.fit_seconds += outcome.summary.get("fit_seconds", 0.0)
+        if outcome.state is TrialState.FAIL:
+            raise keras_tuner.errors.FailedTrialError(outcome.reason)
+        return dict(outcome.best)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -15,9 +16,13 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, Metric, Param, RunTag
 
 from search.data import SearchData
-from search.data_report import summary, write_data_report
-from search.study_report import StudyReport, tally, write_study_report
-from search.tracking import Tracker
+from search.errors import SetupError
+from search.paths import check_output_folder
+from search.reports.data import summary, write_data_report
+from search.reports.study import StudyReport, tally, write_study_report
+from search.store import Store
+from search.study import load_existing_study
+from search.tracking import Tracker, redact
 
 STUDY_KIND, DATA_KIND = "study", "data"
 STUDY_RUN, DATA_RUN = "study-report", "data-report"
@@ -64,6 +69,31 @@ def publish_study_report(study: optuna.Study, tracker: Tracker, experiment_id: s
     client.log_batch(run_id, metrics=metrics, tags=tags)
     client.set_terminated(run_id, "FINISHED")
     return run_id, report
+
+
+@dataclass(frozen=True)
+class PublishedReport:
+    """A study's report as `atelier report` rewrote it: the study, the report, and its run's address."""
+
+    study: optuna.Study
+    report: StudyReport
+    address: str
+
+
+def report_study(store: Store, study_name: str | None, keep_in: Path | None = None) -> PublishedReport:
+    """Rewrite the report of an existing study (default: the most recent) in its MLflow experiment."""
+    if keep_in is not None:
+        check_output_folder(keep_in)
+    store.check()
+    study = load_existing_study(store.existing_storage(), study_name)
+    store.check_tracking_exists()
+    tracker = Tracker(store.tracking)
+    experiment = tracker.client.get_experiment_by_name(study.study_name)
+    if experiment is None:
+        raise SetupError(f"study '{study.study_name}' has no MLflow experiment in {redact(store.tracking)}; pass "
+                         "the --tracking-uri its search used")
+    run_id, report = publish_study_report(study, tracker, experiment.experiment_id, keep_in)
+    return PublishedReport(study, report, run_address(store.tracking, experiment.experiment_id, run_id))
 
 
 def publish_data_report(data: SearchData, inputs: list[DatasetInput], tracker: Tracker, experiment_id: str

@@ -1,6 +1,6 @@
 """The bench's tables and figure: per run, per strategy (median and spread over seeds), best-so-far curves.
 
-Results in, pandas tables and files out; knows nothing of MLflow (bench_run.py logs the folder).
+Results in, pandas tables and files out; knows nothing of MLflow (`search.bench.record` logs the folder).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from search.bench import REFERENCE, RunResult  # noqa: E402
+from search.bench.strategies import REFERENCE, RunResult  # noqa: E402
 
 OUTCOMES = ("finished", "pruned", "cut", "skipped", "failed")
 SUMMARY_CSV, RUNS_CSV, CURVES_CSV, MEMORY_CSV, CURVES_PNG = (

@@ -18,7 +18,6 @@ recording each trial in MLflow and Optuna).
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -50,36 +49,33 @@ def measure_memory(objective: Objective, space: Space, data_dir: Path | None, co
     return pd.DataFrame(rows)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (as search.trial records it)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _atelier(objective: Objective, space: Space, data_dir: Path | None) -> tuple[list[float], float]:
     from search.data import load_search_data
     from search.store import Store
     from search.study import open_study, optimize
     from search.tracking import dataset_inputs
-    from search.trial import SearchPlan, TrialReport
+    from search.trial import SearchContext, SearchPlan, TrialReport
 
     data = load_search_data(objective, data_dir)
     reports: list[TrialReport] = []
     with tempfile.TemporaryDirectory(prefix="atelier-memory-") as folder:
         store = Store(Path(folder) / "mlruns")
-        open_study("memory", store.storage(), objective, space, data_dir)
-        plan = SearchPlan("memory", objective, space, data, store, dataset_inputs(data))
+        storage = store.storage()
+        study = open_study("memory", storage, objective, space, data_dir)
+        context = SearchContext.connect(SearchPlan("memory", objective, space, data, store, dataset_inputs(data)))
         started = time.perf_counter()
-        optimize(plan, reports.append, workers=1, on_note=lambda note: None)
+        optimize(context, study, storage, reports.append, workers=1, on_note=lambda note: None)
         wall = time.perf_counter() - started
     fit_seconds = sum(report.summary.get("fit_seconds", 0.0) for report in reports)
     return [report.summary["peak_rss_mb"] for report in reports], (wall - fit_seconds) / len(reports)
 
 
 def _kerastuner(objective: Objective, space: Space, data_dir: Path | None) -> tuple[list[float], float]:
-    from search.bench import kerastuner_objective, quiet  # first: it imports TensorFlow quietly
+    from search.bench.strategies import kerastuner_objective, quiet  # first: it imports TensorFlow quietly
     import keras_tuner
+    from search.bench.space_hypermodel import SpaceHyperModel
     from search.data import load_search_data
-    from search.space_hypermodel import SpaceHyperModel
+    from search.trial import peak_rss_mb
 
     quiet()
     data = load_search_data(objective, data_dir)
@@ -90,12 +86,12 @@ def _kerastuner(objective: Objective, space: Space, data_dir: Path | None) -> tu
             super().on_trial_end(trial)
             peaks.append(peak_rss_mb())
 
-    hypermodel = SpaceHyperModel(space, objective, data.input_shape, data.n_classes)
+    hypermodel = SpaceHyperModel(space, objective, data)
     with tempfile.TemporaryDirectory(prefix="atelier-memory-") as folder:
         tuner = Measured(hypermodel, objective=kerastuner_objective(objective), max_trials=objective.trials,
                          seed=objective.seed, directory=folder, project_name="memory", overwrite=True,
                          max_consecutive_failed_trials=sys.maxsize)
         started = time.perf_counter()
-        tuner.search(data.train.x, data.train.y, validation_data=(data.val.x, data.val.y), epochs=1, verbose=0)
+        tuner.search(epochs=1, verbose=0)
         wall = time.perf_counter() - started
     return peaks, (wall - hypermodel.fit_seconds) / len(peaks)

@@ -8,6 +8,8 @@ the test split is read by `atelier promote` alone. Knows nothing of Keras or MLf
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +22,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from search.data import SearchData  # noqa: E402
+from search.paths import check_output_folder  # noqa: E402
 
 SAMPLES_PER_CLASS = 10
 SAMPLE_SEED = 0
@@ -182,6 +185,30 @@ def write_data_report(data: SearchData, folder: Path) -> list[Path]:
     counts.to_csv(table, index=False)
     summary_file.write_text(json.dumps(summary(data), indent=2) + "\n", encoding="utf-8")
     return [*figures, table, summary_file]
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """An objective's data as `atelier data` reports it: the data, its summary figures and the files written."""
+
+    data: SearchData
+    facts: dict[str, object]
+    files: list[Path]
+    seconds: float  # to write the files
+
+
+def report_data(objective_name: str, data_dir: Path | None, folder: Path | None) -> DataReport:
+    """Load an objective's train and validation images and write their report (default: data-report/OBJECTIVE)."""
+    from search.config import load_objective
+    from search.data import load_search_data
+
+    objective = load_objective(objective_name)
+    folder = folder or Path("data-report") / objective.name
+    check_output_folder(folder)
+    data = load_search_data(objective, data_dir)
+    started = time.perf_counter()
+    files = write_data_report(data, folder)
+    return DataReport(data, summary(data), files, time.perf_counter() - started)
 
 
 def _save(figure: Figure, path: Path) -> Path:

@@ -1,6 +1,6 @@
 """A study's report: how the search went and which parameters mattered, as PNG figures, one HTML page and a CSV.
 
-Reads an Optuna study and writes files; knows nothing of MLflow (tracking.py logs the folder).
+Reads an Optuna study and writes files; knows nothing of MLflow (`search.reports.runs` logs the folder).
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from matplotlib import pyplot  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.report import trials_table  # noqa: E402
+from search.tables import trials_table  # noqa: E402
 
 MAIN_PARAMS = 6  # the parameters drawn in the parallel-coordinate and slice plots
 PAGE = "report.html"
 TRIALS_CSV = "trials.csv"
 BEST_TRIAL = "best_trial.json"
+COUNTED_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+                  TrialState.RUNNING: "running"}  # the report's names: metrics trials_complete ... trials_running
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,7 @@ def write_study_report(study: optuna.Study, folder: Path, run_link: Callable[[st
     run_ids = {t.number: t.user_attrs.get("mlflow_run_id", "") for t in trials}
     table.insert(3, "mlflow_run_id", [run_ids[n] for n in table["number"]])
     table.to_csv(folder / TRIALS_CSV, index=False)
-    counts = {state.name.lower(): sum(t.state is state for t in trials)
-              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    counts = {name: sum(t.state is state for t in trials) for state, name in COUNTED_STATES.items()}
     best_record = _best_record(study, best, run_link)
     (folder / BEST_TRIAL).write_text(json.dumps(best_record, indent=2, default=str) + "\n")
     (folder / PAGE).write_text(_page(study, counts, best_record, interactive_figures, table))

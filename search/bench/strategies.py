@@ -9,7 +9,7 @@ libraries, so no run inherits another's Keras state or memory.
 
 Strategies:
 - `atelier`: atelier's default, TPE (`make_sampler`) with Hyperband pruning on the objective's
-  metric (`make_pruner`), trials trained by `search.train.fit`, as `atelier run` trains them;
+  metric (`make_pruner`), each trial run by `search.candidate.run_candidate`, as `atelier run` runs it;
 - `optuna-tpe`, `optuna-random`: the same without pruning, each trial trained to `max_epochs`;
 - `kt-hyperband`, `kt-bayesian`: KerasTuner's `Hyperband` (max_epochs = the objective's, factor 3,
   iterations until the budget is spent) and `BayesianOptimization` (its defaults), searching the
@@ -34,17 +34,18 @@ from pathlib import Path
 from search.backend import keras
 import keras_tuner
 import optuna
+# KerasTuner prints the traceback of every failed trial (too large ones too) while its module-level flag
+# `config.DEBUG` is set, and offers no public switch for it (1.4.x): this internal module is the only way.
 from keras_tuner.src import config as keras_tuner_config
 from optuna.trial import TrialState
 
+from search.algorithms import make_pruner, make_sampler
+from search.bench.space_hypermodel import SpaceHyperModel
+from search.candidate import TrialOutcome, run_candidate, space_build
 from search.config import Objective, Space
 from search.data import SearchData
 from search.errors import SetupError
-from search.model import UnbuildableModel, build_model
 from search.space import sample
-from search.space_hypermodel import SpaceHyperModel
-from search.study import make_pruner, make_sampler
-from search.train import FitOutcome, fit
 
 STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian")
 OPTUNA = {"atelier": ("tpe", "hyperband"), "optuna-tpe": ("tpe", "none"), "optuna-random": ("random", "none")}
@@ -138,7 +139,7 @@ def run_bench(objective: Objective, space: Space, data: SearchData, strategies: 
     Jobs alternate strategies within a seed, so a change in the machine's load falls on all of them.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["search.bench"])
+    context.set_forkserver_preload(["search.bench.strategies"])
     results = []
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
         for seed in range(objective.seed, objective.seed + seeds):
@@ -167,7 +168,8 @@ def run_job(job: Job) -> RunResult:
 
 
 def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
-    objective = job.objective
+    """Ask and tell trials until the budget is spent; each trial runs through atelier's trial core."""
+    objective, data = job.objective, job.data
     sampler_name, pruner_name = OPTUNA[job.strategy]
     study = optuna.create_study(direction=objective.direction,
                                 sampler=make_sampler(sampler_name, job.seed, objective.trials),
@@ -176,45 +178,28 @@ def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
     fit_seconds = 0.0
     while not ledger.spent:
         trial = study.ask()
-        outcome, value, seconds = _optuna_trial(trial, job, ledger)
+        outcome = run_candidate(space_build(sample(trial, job.space), data), objective, data, trial=trial,
+                                callbacks=[LedgerCallback(ledger)])
         keras.backend.clear_session()
-        outcomes[outcome] += 1
-        fit_seconds += seconds
-        state = {"finished": TrialState.COMPLETE, "cut": TrialState.COMPLETE, "failed": TrialState.FAIL}.get(
-            outcome, TrialState.PRUNED)
-        study.tell(trial, value if state is TrialState.COMPLETE else None, state=state)
+        outcomes[_label(outcome, ledger)] += 1
+        fit_seconds += outcome.summary.get("fit_seconds", 0.0)
+        study.tell(trial, outcome.value, state=outcome.state)
     return outcomes, fit_seconds
 
 
-def _optuna_trial(trial: optuna.Trial, job: Job, ledger: Ledger) -> tuple[str, float | None, float]:
-    """One trial as atelier runs it, without the records: (outcome, value, seconds in fit)."""
-    objective, data = job.objective, job.data
-    params = sample(trial, job.space)
-    try:
-        model = build_model(params, data.input_shape, data.n_classes)
-    except UnbuildableModel:
-        return "skipped", None, 0.0
-    except Exception:
-        return "failed", None, 0.0
-    if model.count_params() > objective.max_params:
-        return "skipped", None, 0.0
-    try:
-        result = fit(model, data, params, max_epochs=objective.max_epochs, monitor=objective.metric,
-                     direction=objective.direction, trial=trial,
-                     on_epoch=lambda step, metrics: ledger.spend(model, metrics, step >= objective.max_epochs))
-    except SetupError:
-        raise
-    except Exception:
-        return "failed", None, 0.0
-    if result.outcome is FitOutcome.COMPLETED:
-        return "cut" if ledger.cut else "finished", result.best[objective.metric], result.fit_seconds
-    return ("pruned" if result.outcome is FitOutcome.PRUNED else "failed"), None, result.fit_seconds
+def _label(outcome: TrialOutcome, ledger: Ledger) -> str:
+    """How the bench counts a trial: finished, cut (by the budget's end), pruned, skipped or failed."""
+    if outcome.state is TrialState.COMPLETE:
+        return "cut" if ledger.cut else "finished"
+    if outcome.state is TrialState.PRUNED:
+        return "skipped" if outcome.skipped else "pruned"
+    return "failed"
 
 
 def quiet() -> None:
     """Keep this process's libraries from printing each trial: the bench counts outcomes and prints its own lines."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    keras_tuner_config.DEBUG = False  # KerasTuner prints the traceback of every failed trial (too large ones too)
+    keras_tuner_config.DEBUG = False  # see the import
     # KerasTuner's Hyperband resumes a trial's weights but not its optimizer's state, and Keras says so each time.
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
@@ -226,8 +211,7 @@ def kerastuner_objective(objective: Objective) -> keras_tuner.Objective:
 
 def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[str], float]:
     objective, data = job.objective, job.data
-    hypermodel = SpaceHyperModel(job.space, objective, data.input_shape, data.n_classes,
-                                 callbacks=[LedgerCallback(ledger)])
+    hypermodel = SpaceHyperModel(job.space, objective, data, callbacks=[LedgerCallback(ledger)])
     tuner_class = keras_tuner.Hyperband if job.strategy == "kt-hyperband" else keras_tuner.BayesianOptimization
     budgeted = type(f"Budgeted{tuner_class.__name__}", (_Budgeted, tuner_class), {"ledger": ledger})
     settings = {"max_epochs": objective.max_epochs, "factor": 3, "hyperband_iterations": None} \
@@ -235,8 +219,7 @@ def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[
     tuner = budgeted(hypermodel, objective=kerastuner_objective(objective), seed=job.seed, directory=str(folder),
                      project_name=job.strategy, overwrite=True, max_consecutive_failed_trials=sys.maxsize,
                      **settings)
-    tuner.search(data.train.x, data.train.y, validation_data=(data.val.x, data.val.y),
-                 epochs=objective.max_epochs, verbose=0)
+    tuner.search(epochs=objective.max_epochs, verbose=0)  # the hypermodel trains on its own data
     states = Counter(trial.status for trial in tuner.oracle.trials.values())
     outcomes = Counter(finished=states["COMPLETED"] - ledger.cut, cut=int(ledger.cut), skipped=hypermodel.skipped,
                        failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped)

@@ -1,0 +1,105 @@
+"""`atelier run` as one function: resolve the settings, load the data, open the study, search, report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from search.config import Objective, Space, check_objective, hypermodel_space, load_objective, load_space
+from search.errors import SetupError
+from search.store import Store
+
+MAX_WORKERS = 64
+OVERRIDES = ("trials", "max_epochs", "timeout", "seed", "sampler", "pruner")  # objective settings a flag can set
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to search and how, as the user asked; `overrides` replace the objective file's settings."""
+
+    objective: str = "fashion-mnist"
+    space: str | None = None
+    hypermodel: str | None = None
+    study: str | None = None
+    overrides: Mapping[str, object] = field(default_factory=dict)
+    data_dir: Path | None = None
+    workers: int = 2
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Where a finished search left its records."""
+
+    study_name: str
+    experiment_id: str
+    study_report: str  # the address of the study's report run in the MLflow UI
+    report_seconds: float
+
+
+def resolve(request: SearchRequest) -> tuple[Objective, Space]:
+    """The objective with the request's overrides, and the space to search; a SetupError names a bad one."""
+    objective = load_objective(request.objective)
+    given = {key: value for key, value in request.overrides.items() if value is not None}
+    objective = check_objective(replace(objective, **given))
+    if not 1 <= request.workers <= MAX_WORKERS:
+        raise SetupError(f"--workers {request.workers} is not a count of processes; give 1 to {MAX_WORKERS}")
+    return objective, choose_space(request.space, request.hypermodel, objective.space)
+
+
+def choose_space(space: str | None, hypermodel: str | None, default: str) -> Space:
+    """The space of `space` (default: the objective's), or the one a KerasTuner `hypermodel` defines."""
+    if hypermodel is None:
+        return load_space(space or default)
+    if space is not None:
+        raise SetupError(f"--space {space} and --hypermodel {hypermodel} both say what to search; give one of them")
+    return hypermodel_space(hypermodel)
+
+
+def run_search(request: SearchRequest, store: Store, say: Say = print) -> SearchResult:
+    """Run (or resume) a study until it holds its target of trials, then rewrite its report in MLflow.
+
+    Every check that can fail on bad input runs before the study or a record is written. `say`
+    gets the lines worth printing before and between trials; the trial lines and the progress bar
+    are `Progress`'s (silent when `request.quiet`).
+    """
+    objective, space = resolve(request)
+    store.check()
+    study_name = request.study or f"{objective.name}-{space.name}"
+
+    from search.data import load_search_data
+
+    started = time.perf_counter()
+    data = load_search_data(objective, request.data_dir)
+    if space.hypermodel is not None:
+        from search.hypermodel import Hypermodel
+
+        Hypermodel(space.hypermodel).check(data)
+    quiet_say = (lambda line: None) if request.quiet else say
+    quiet_say(f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
+              f"from {data.source} in {time.perf_counter() - started:.2f} s")
+
+    from search.progress import Progress
+    from search.reports.runs import publish_data_report, publish_study_report, run_address
+    from search.study import open_study, optimize
+    from search.tracking import dataset_inputs, redact
+    from search.trial import SearchContext, SearchPlan
+
+    storage = store.storage()
+    study = open_study(study_name, storage, objective, space, request.data_dir)
+    context = SearchContext.connect(SearchPlan(study_name, objective, space, data, store, dataset_inputs(data)))
+    data_run, made = publish_data_report(data, context.plan.inputs, context.tracker, context.experiment_id)
+    if made:
+        quiet_say(f"data report: {run_address(store.tracking, context.experiment_id, data_run)}")
+    progress = Progress(study, objective, quiet=request.quiet)
+    progress.start()
+    optimize(context, study, storage, progress.trial_done, workers=request.workers, on_note=progress.note)
+    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}")
+    started = time.perf_counter()
+    report_run, _ = publish_study_report(study, context.tracker, context.experiment_id)
+    return SearchResult(study_name, context.experiment_id, run_address(store.tracking, context.experiment_id, report_run),
+                        time.perf_counter() - started)
