@@ -52,8 +52,14 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     space_file = folder / "fixed-cnn.toml"
     space_file.write_text(FIXED_CNN)
-    objective = replace(load_objective(args.objective), trials=args.trials, max_epochs=args.epochs,
-                        pruner="none", sampler="random", timeout=None)
+    objective = replace(
+        load_objective(args.objective),
+        trials=args.trials,
+        max_epochs=args.epochs,
+        pruner="none",
+        sampler="random",
+        timeout=None,
+    )
     space = load_space(str(space_file))
     started = time.perf_counter()
     data = load_search_data(objective)
@@ -69,9 +75,12 @@ def main() -> None:
         s = report.summary
         peaks.append(s["peak_rss_mb"])
         outside = s["trial_seconds"] - s["fit_seconds"]
-        print(f"trial {report.number:3d}: fit {s['fit_seconds']:6.2f} s  trial {s['trial_seconds']:6.2f} s  "
-              f"outside fit {outside:5.2f} s ({100 * outside / s['trial_seconds']:.1f}%)  "
-              f"worker peak rss {s['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"trial {report.number:3d}: fit {s['fit_seconds']:6.2f} s  trial {s['trial_seconds']:6.2f} s  "
+            f"outside fit {outside:5.2f} s ({100 * outside / s['trial_seconds']:.1f}%)  "
+            f"worker peak rss {s['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
 
     search_started = time.perf_counter()
     optimize(context, study, storage, record, trials_per_process=args.trials_per_process)
@@ -79,17 +88,23 @@ def main() -> None:
     trials = study.get_trials()
     fit_total = sum(t.user_attrs["fit_seconds"] for t in trials)
     outside = [t.user_attrs["trial_seconds"] - t.user_attrs["fit_seconds"] for t in trials]
-    shares = [o / t.user_attrs["trial_seconds"] for o, t in zip(outside, trials)]
-    print(f"outside fit, within trials: median {statistics.median(outside):.3f} s, "
-          f"median share {100 * statistics.median(shares):.2f}%, max share {100 * max(shares):.2f}%")
-    print(f"whole search: {wall:.1f} s wall, {fit_total:.1f} s in model.fit: "
-          f"{100 * (wall - fit_total) / wall:.2f}% outside fit (process recycling included)")
+    shares = [o / t.user_attrs["trial_seconds"] for o, t in zip(outside, trials, strict=True)]
+    print(
+        f"outside fit, within trials: median {statistics.median(outside):.3f} s, "
+        f"median share {100 * statistics.median(shares):.2f}%, max share {100 * max(shares):.2f}%"
+    )
+    print(
+        f"whole search: {wall:.1f} s wall, {fit_total:.1f} s in model.fit: "
+        f"{100 * (wall - fit_total) / wall:.2f}% outside fit (process recycling included)"
+    )
     for n in (5, 30, 100):
         if n <= len(peaks):
             print(f"worker peak rss after {n} trials: {peaks[n - 1]:.0f} MB")
     if len(peaks) >= 5:
-        print(f"largest worker peak after trial 5: {max(peaks[4:]):.0f} MB "
-              f"({max(peaks[4:]) - peaks[4]:+.0f} MB against trial 5)")
+        print(
+            f"largest worker peak after trial 5: {max(peaks[4:]):.0f} MB "
+            f"({max(peaks[4:]) - peaks[4]:+.0f} MB against trial 5)"
+        )
     print(f"this (parent) process: {rss_mb():.0f} MB")
 
 

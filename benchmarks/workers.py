@@ -17,8 +17,8 @@ from pathlib import Path
 
 SPACES = {
     "dense": "[params]\nconv_blocks = 0\ndense_layers = 2\ndense_units = 256\nbatch_size = 128\n",
-    "cnn": "[params]\nconv_blocks = 2\nconv_filters = 32\nconv_kernel_size = 3\nconv_padding = \"same\"\n"
-           "dense_layers = 1\ndense_units = 128\nbatch_size = 128\n",
+    "cnn": '[params]\nconv_blocks = 2\nconv_filters = 32\nconv_kernel_size = 3\nconv_padding = "same"\n'
+    "dense_layers = 1\ndense_units = 128\nbatch_size = 128\n",
 }
 
 
@@ -26,9 +26,25 @@ def run(space: str, workers: int, trials: int, epochs: int, objective: str) -> f
     """Seconds the whole `atelier run` took."""
     with tempfile.TemporaryDirectory(prefix="atelier-workers-") as folder:
         (Path(folder) / "fixed.toml").write_text(SPACES[space])
-        command = [str(Path(sys.executable).parent / "atelier"), "run", "--objective", objective, "--space",
-                   "fixed.toml", "--trials", str(trials), "--max-epochs", str(epochs), "--pruner", "none",
-                   "--timeout", "36000", "--workers", str(workers), "--quiet"]
+        command = [
+            str(Path(sys.executable).parent / "atelier"),
+            "run",
+            "--objective",
+            objective,
+            "--space",
+            "fixed.toml",
+            "--trials",
+            str(trials),
+            "--max-epochs",
+            str(epochs),
+            "--pruner",
+            "none",
+            "--timeout",
+            "36000",
+            "--workers",
+            str(workers),
+            "--quiet",
+        ]
         started = time.perf_counter()
         subprocess.run(command, cwd=folder, check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - started
@@ -49,8 +65,11 @@ def main() -> None:
             seconds = run(space, workers, args.trials, args.epochs, args.objective)
             rate = args.trials / seconds * 3600
             baseline = baseline or rate
-            print(f"{space:<6} {workers} worker{'s' * (workers > 1)}: {seconds:7.1f} s, {rate:6.0f} trials/hour "
-                  f"({rate / baseline:.2f}x)", flush=True)
+            print(
+                f"{space:<6} {workers} worker{'s' * (workers > 1)}: {seconds:7.1f} s, {rate:6.0f} trials/hour "
+                f"({rate / baseline:.2f}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

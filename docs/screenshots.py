@@ -12,21 +12,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import urlencode
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent / "tests"))
 
-from browser import (AtelierUI, atelier_ui, chromium, chromium_missing, open_tab, open_ui,  # noqa: E402
-                     preview_artifact, runs_table, set_columns, visible)
+from browser import (  # noqa: E402
+    AtelierUI,
+    atelier_ui,
+    chromium,
+    chromium_missing,
+    open_tab,
+    open_ui,
+    preview_artifact,
+    runs_table,
+    set_columns,
+    visible,
+)
 from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 
 REPORT_FILTER = "tags.`atelier.kind` = 'study'"
-TRIALS_VIEW = {"searchFilter": "tags.`atelier.kind` = 'trial'", "orderByKey": "metrics.`best_val_accuracy`",
-               "orderByAsc": "false"}
+TRIALS_VIEW = {
+    "searchFilter": "tags.`atelier.kind` = 'trial'",
+    "orderByKey": "metrics.`best_val_accuracy`",
+    "orderByAsc": "false",
+}
 COLUMNS = ("atelier.state", "best_val_accuracy", "best_val_loss", "best_epoch", "n_params", "trial_seconds")
 UNUSED_COLUMNS = ("Dataset", "Source", "Models")  # MLflow's defaults; the datasets fill half the width
 
@@ -38,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot", default="optimization_history.png", help="the study report's plot to show")
     parser.add_argument("--output", type=Path, default=DOCS, help="folder for trials.png and study-report.png")
     args = parser.parse_args(argv)
-    missing = chromium_missing() or (None if (args.store / "mlflow.db").is_file()
-                                     else f"no MLflow store in {args.store}: run a study first (make search)")
+    missing = chromium_missing() or (
+        None
+        if (args.store / "mlflow.db").is_file()
+        else f"no MLflow store in {args.store}: run a study first (make search)"
+    )
     if missing:
         print(f"screenshots: {missing}", file=sys.stderr)
         return 2

@@ -15,8 +15,9 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
     """A seeded sampler; TPE starts with a third of the target (3 to 10) random trials."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, target // 3)),
-                                          multivariate=True, group=True, constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(3, min(10, target // 3)), multivariate=True, group=True, constant_liar=True
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

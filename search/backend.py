@@ -11,8 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # Lines TensorFlow's C++ runtime prints at import whatever TF_CPP_MIN_LOG_LEVEL says.
-NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 .*(oneDNN custom operations|"
-                   r"cpu_feature_guard)|To enable the following instructions)")
+NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|I0000 .*(oneDNN custom operations|"
+    r"cpu_feature_guard)|To enable the following instructions)"
+)
 
 
 def _import_quietly() -> None:

@@ -64,13 +64,15 @@ def build_checked(build: Callable[[], Built], max_params: int) -> Built:
     try:
         model, params = build()
     except UnbuildableModel as error:
-        raise Rejected(TrialOutcome(TrialState.PRUNED, reason=f"unbuildable: {error}", summary={"epochs": 0})) \
-            from None
+        raise Rejected(TrialOutcome(TrialState.PRUNED, reason=f"unbuildable: {error}", summary={"epochs": 0})) from None
     except SetupError:
         raise
     except Exception as error:
-        raise Rejected(TrialOutcome(TrialState.FAIL, reason=f"cannot build: {type(error).__name__}: {error}",
-                                    summary={"epochs": 0})) from None
+        raise Rejected(
+            TrialOutcome(
+                TrialState.FAIL, reason=f"cannot build: {type(error).__name__}: {error}", summary={"epochs": 0}
+            )
+        ) from None
     n_params = model.count_params()
     if n_params > max_params:
         reason = f"too large: {n_params:,} parameters exceed max_params {max_params:,}"
@@ -78,16 +80,34 @@ def build_checked(build: Callable[[], Built], max_params: int) -> Built:
     return model, params
 
 
-def train_built(model: keras.Model, params: Mapping[str, Scalar], objective: Objective, data: SearchData, *,
-                trial: optuna.trial.BaseTrial | None = None, on_epoch: EpochHook | None = None,
-                callbacks: Sequence[keras.callbacks.Callback] = (), epochs: int | None = None,
-                initial_epoch: int = 0) -> TrialOutcome:
+def train_built(
+    model: keras.Model,
+    params: Mapping[str, Scalar],
+    objective: Objective,
+    data: SearchData,
+    *,
+    trial: optuna.trial.BaseTrial | None = None,
+    on_epoch: EpochHook | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+) -> TrialOutcome:
     """Fit a checked model on `data` as the objective says, and judge how it ended."""
     n_params = model.count_params()
     try:
-        result = fit(model, fit_data(model, data), params, max_epochs=objective.max_epochs,
-                     monitor=objective.metric, direction=objective.direction, trial=trial, on_epoch=on_epoch,
-                     callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch)
+        result = fit(
+            model,
+            fit_data(model, data),
+            params,
+            max_epochs=objective.max_epochs,
+            monitor=objective.metric,
+            direction=objective.direction,
+            trial=trial,
+            on_epoch=on_epoch,
+            callbacks=callbacks,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+        )
     except SetupError:
         raise
     except Exception as error:
@@ -95,9 +115,15 @@ def train_built(model: keras.Model, params: Mapping[str, Scalar], objective: Obj
     return _judge(result, objective.metric, model, n_params)
 
 
-def run_candidate(build: Callable[[], Built], objective: Objective, data: SearchData, *,
-                  trial: optuna.trial.BaseTrial | None = None, on_epoch: EpochHook | None = None,
-                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrialOutcome:
+def run_candidate(
+    build: Callable[[], Built],
+    objective: Objective,
+    data: SearchData,
+    *,
+    trial: optuna.trial.BaseTrial | None = None,
+    on_epoch: EpochHook | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrialOutcome:
     """Build, check and train one trial's model; a broken trial is an outcome, never an exception.
 
     A `SetupError` (the search itself is misconfigured) and Ctrl-C propagate.
@@ -111,8 +137,12 @@ def run_candidate(build: Callable[[], Built], objective: Objective, data: Search
 
 def _judge(result: FitResult, metric: str, model: keras.Model, n_params: int) -> TrialOutcome:
     summary = {f"best_{name}": value for name, value in result.best.items() if name != "learning_rate"}
-    summary |= {"best_epoch": result.best_epoch, "epochs": result.epochs, "fit_seconds": result.fit_seconds,
-                "n_params": n_params}
+    summary |= {
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "fit_seconds": result.fit_seconds,
+        "n_params": n_params,
+    }
     if result.outcome is FitOutcome.COMPLETED:
         return TrialOutcome(TrialState.COMPLETE, result.best[metric], model=model, best=result.best, summary=summary)
     if result.outcome is FitOutcome.PRUNED:

@@ -7,8 +7,8 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from search.errors import SetupError
 
@@ -33,18 +33,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atelier", description=__doc__.split(":")[0] + ": hyperparameter "
-                                     "search for Keras image classifiers, recorded in MLflow.")
+    parser = argparse.ArgumentParser(
+        prog="atelier",
+        description=__doc__.split(":")[0] + ": hyperparameter search for Keras image classifiers, recorded in MLflow.",
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="search a space on an objective", description=(
-        "Run (or resume) a study until it holds --trials completed or pruned trials. "
-        "Flags override the objective file, which overrides built-in defaults."))
+    run = commands.add_parser(
+        "run",
+        help="search a space on an objective",
+        description=(
+            "Run (or resume) a study until it holds --trials completed or pruned trials. "
+            "Flags override the objective file, which overrides built-in defaults."
+        ),
+    )
     run.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
     run.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
-    run.add_argument("--hypermodel", metavar="MODULE:BUILD",
-                     help="search a KerasTuner hypermodel instead of a space: a build(hp) function or a "
-                     "keras_tuner.HyperModel, importable from the working folder")
+    run.add_argument(
+        "--hypermodel",
+        metavar="MODULE:BUILD",
+        help="search a KerasTuner hypermodel instead of a space: a build(hp) function or a "
+        "keras_tuner.HyperModel, importable from the working folder",
+    )
     run.add_argument("--trials", type=int, help="the study's target of completed and pruned trials")
     run.add_argument("--max-epochs", type=int, help="epochs a trial may train at most")
     run.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
@@ -53,8 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--sampler", help="tpe, random, cmaes or gp")
     run.add_argument("--pruner", help="hyperband, median, halving or none")
     run.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
-    run.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                     help=f"trials run at once, each in its own process with a share of the cores ({DEFAULT_WORKERS})")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"trials run at once, each in its own process with a share of the cores ({DEFAULT_WORKERS})",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the summary")
     _store_flags(run)
     run.set_defaults(command=_run)
@@ -65,75 +79,124 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(show)
     show.set_defaults(command=_show)
 
-    data = commands.add_parser("data", help="report an objective's images before searching", description=(
-        "Summarize the train and validation images a search of the objective uses (split sizes, image shape, "
-        "pixel statistics, images per class) and draw them: class counts, sample images and the mean image of "
-        "each class, the pixel-value histogram. The test split is not read."))
+    data = commands.add_parser(
+        "data",
+        help="report an objective's images before searching",
+        description=(
+            "Summarize the train and validation images a search of the objective uses (split sizes, image shape, "
+            "pixel statistics, images per class) and draw them: class counts, sample images and the mean image of "
+            "each class, the pixel-value histogram. The test split is not read."
+        ),
+    )
     data.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
     data.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
     data.add_argument("--output", type=Path, help="folder for the figures (default: data-report/OBJECTIVE)")
-    data.add_argument("--format", choices=FORMATS, default="table",
-                      help="of the class counts; csv and json print the table alone, to be parsed")
+    data.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="of the class counts; csv and json print the table alone, to be parsed",
+    )
     data.add_argument("--debug", action="store_true", help="show tracebacks")
     data.set_defaults(command=_data)
 
-    report = commands.add_parser("report", help="log a study's report to MLflow (atelier run does it too)",
-                                 description=(
-        "Write a study's report (optimization history, intermediate values, fANOVA importances, parallel-"
-        "coordinate and slice plots as PNG and interactive HTML, all trials as CSV, the best trial) and log it "
-        "to the study's report run in MLflow."))
+    report = commands.add_parser(
+        "report",
+        help="log a study's report to MLflow (atelier run does it too)",
+        description=(
+            "Write a study's report (optimization history, intermediate values, fANOVA importances, parallel-"
+            "coordinate and slice plots as PNG and interactive HTML, all trials as CSV, the best trial) and log it "
+            "to the study's report run in MLflow."
+        ),
+    )
     report.add_argument("--study", help="study name (default: the most recent)")
     report.add_argument("--output", type=Path, help="also keep the report's files in this folder")
     _store_flags(report)
     report.set_defaults(command=_report)
 
-    promote = commands.add_parser("promote", help="test a study's best trial once and register it", description=(
-        "Rebuild the study's best completed trial (or --trial N), refit it on train+validation or load its "
-        "best-epoch weights, evaluate it once on the test split, gate it against the baseline and the "
-        "champion, and register it in the MLflow Model Registry."))
+    promote = commands.add_parser(
+        "promote",
+        help="test a study's best trial once and register it",
+        description=(
+            "Rebuild the study's best completed trial (or --trial N), refit it on train+validation or load its "
+            "best-epoch weights, evaluate it once on the test split, gate it against the baseline and the "
+            "champion, and register it in the MLflow Model Registry."
+        ),
+    )
     promote.add_argument("--study", help="study name (default: the most recent)")
     promote.add_argument("--trial", type=int, help="a completed trial's number (default: the study's best)")
-    promote.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
-                         help="refit on train+validation for the trial's best epoch count (default: only when "
-                         "the study searched on a subsample); --no-refit loads the trial's saved weights")
+    promote.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refit on train+validation for the trial's best epoch count (default: only when "
+        "the study searched on a subsample); --no-refit loads the trial's saved weights",
+    )
     promote.add_argument("--model-name", help="registered model name (default: the objective's name)")
     promote.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
     _store_flags(promote)
     promote.set_defaults(command=_promote)
 
-    predict = commands.add_parser("predict", help="label images with a registered model", description=(
-        "Label images with a model from the MLflow Model Registry: a .npy array of raw 0-255 images, a "
-        "Kaggle-layout CSV (with or without a label column) or a folder of PNG images."))
-    predict.add_argument("--model", default="models:/fashion-mnist@champion",
-                         help="model URI (models:/fashion-mnist@champion)")
+    predict = commands.add_parser(
+        "predict",
+        help="label images with a registered model",
+        description=(
+            "Label images with a model from the MLflow Model Registry: a .npy array of raw 0-255 images, a "
+            "Kaggle-layout CSV (with or without a label column) or a folder of PNG images."
+        ),
+    )
+    predict.add_argument(
+        "--model", default="models:/fashion-mnist@champion", help="model URI (models:/fashion-mnist@champion)"
+    )
     predict.add_argument("--input", type=Path, required=True, help="a .npy file, a .csv file or a folder of .png")
     predict.add_argument("--format", choices=FORMATS, default="table")
     _store_flags(predict)
     predict.set_defaults(command=_predict)
 
-    bench = commands.add_parser("bench", help="compare atelier's search with plain Optuna and KerasTuner",
-                                description=(
-        "Search one space on one objective with several strategies at an equal budget of training epochs "
-        "(pruned trials included), once per seed, and report per strategy the best validation accuracy at the "
-        "budget, the epochs needed to reach KerasTuner Hyperband's best and --target-accuracy, trials finished "
-        "and pruned, and wall time outside training; then the peak memory of a training process after "
-        "--memory-trials tiny trials, atelier against KerasTuner. Writes CSV files and a PNG to --output and "
-        "logs them to an MLflow run in the experiment 'bench'."))
-    bench.add_argument("--objective", default="fashion-mnist-quick",
-                       help="objectives/NAME.toml or a path (fashion-mnist-quick)")
+    bench = commands.add_parser(
+        "bench",
+        help="compare atelier's search with plain Optuna and KerasTuner",
+        description=(
+            "Search one space on one objective with several strategies at an equal budget of training epochs "
+            "(pruned trials included), once per seed, and report per strategy the best validation accuracy at the "
+            "budget, the epochs needed to reach KerasTuner Hyperband's best and --target-accuracy, trials finished "
+            "and pruned, and wall time outside training; then the peak memory of a training process after "
+            "--memory-trials tiny trials, atelier against KerasTuner. Writes CSV files and a PNG to --output and "
+            "logs them to an MLflow run in the experiment 'bench'."
+        ),
+    )
+    bench.add_argument(
+        "--objective", default="fashion-mnist-quick", help="objectives/NAME.toml or a path (fashion-mnist-quick)"
+    )
     bench.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
     bench.add_argument("--seeds", type=int, default=3, help="runs of each strategy, seeds from the objective's (3)")
-    bench.add_argument("--budget-epochs", type=int, default=60,
-                       help="training epochs each strategy may spend per seed, over all its trials (60)")
-    bench.add_argument("--target-accuracy", type=float, help="also report the epochs needed to reach this "
-                       "validation accuracy")
-    bench.add_argument("--strategies", nargs="+", metavar="NAME",
-                       help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (all)")
-    bench.add_argument("--memory-trials", type=int, nargs="*", default=[5, 30, 100], metavar="N",
-                       help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it")
+    bench.add_argument(
+        "--budget-epochs",
+        type=int,
+        default=60,
+        help="training epochs each strategy may spend per seed, over all its trials (60)",
+    )
+    bench.add_argument(
+        "--target-accuracy", type=float, help="also report the epochs needed to reach this validation accuracy"
+    )
+    bench.add_argument(
+        "--strategies",
+        nargs="+",
+        metavar="NAME",
+        help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (all)",
+    )
+    bench.add_argument(
+        "--memory-trials",
+        type=int,
+        nargs="*",
+        default=[5, 30, 100],
+        metavar="N",
+        help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it",
+    )
     bench.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
-    bench.add_argument("--output", type=Path, help="folder for the tables and figure "
-                       "(default: bench-out/OBJECTIVE-SPACE)")
+    bench.add_argument(
+        "--output", type=Path, help="folder for the tables and figure (default: bench-out/OBJECTIVE-SPACE)"
+    )
     bench.add_argument("--store", type=Path, default=Path("mlruns"), help="local store folder (./mlruns)")
     bench.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")
     bench.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -167,8 +230,16 @@ def _store(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from search.run import OVERRIDES, SearchRequest, run_search
 
-    request = SearchRequest(args.objective, args.space, args.hypermodel, args.study,
-                            {name: getattr(args, name) for name in OVERRIDES}, args.data_dir, args.workers, args.quiet)
+    request = SearchRequest(
+        args.objective,
+        args.space,
+        args.hypermodel,
+        args.study,
+        {name: getattr(args, name) for name in OVERRIDES},
+        args.data_dir,
+        args.workers,
+        args.quiet,
+    )
     result = run_search(request, _unchecked_store(args), say=lambda line: print(line, flush=True))
     if not args.quiet:
         print(f"study report: {result.study_report} ({result.report_seconds:.1f} s; `atelier ui` serves a local store)")
@@ -176,9 +247,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from search.tables import render, trials_table
-
     from search.study import load_existing_study
+    from search.tables import render, trials_table
 
     study = load_existing_study(_store(args).existing_storage(), args.study)
     table = trials_table(study)
@@ -196,13 +266,19 @@ def _data(args: argparse.Namespace) -> int:
     data, facts = report.data, report.facts
     readable = args.format in ("table", "markdown")
     if readable:
-        print(f"data {data.name} from {data.source}: {facts['train_images']} train and "
-              f"{facts['validation_images']} validation images {data.input_shape}, {facts['classes']} classes")
-        print(f"train pixels: mean {facts['pixel_mean']:.2f}, std {facts['pixel_std']:.2f}, "
-              f"min {facts['pixel_min']}, max {facts['pixel_max']}")
+        print(
+            f"data {data.name} from {data.source}: {facts['train_images']} train and "
+            f"{facts['validation_images']} validation images {data.input_shape}, {facts['classes']} classes"
+        )
+        print(
+            f"train pixels: mean {facts['pixel_mean']:.2f}, std {facts['pixel_std']:.2f}, "
+            f"min {facts['pixel_min']}, max {facts['pixel_max']}"
+        )
     print(render(class_counts(data), args.format), end="")
-    print(f"report in {report.files[0].parent}: {', '.join(path.name for path in report.files)} "
-          f"({report.seconds:.1f} s)", file=sys.stdout if readable else sys.stderr)
+    print(
+        f"report in {report.files[0].parent}: {', '.join(path.name for path in report.files)} ({report.seconds:.1f} s)",
+        file=sys.stdout if readable else sys.stderr,
+    )
     return 0
 
 
@@ -214,8 +290,10 @@ def _report(args: argparse.Namespace) -> int:
     study, report = published.study, published.report
     print(f"study {study.study_name}: {len(study.trials)} trials ({tally(report.counts)})")
     if report.best is not None:
-        print(f"best: trial {report.best.number} {study.user_attrs.get('metric', 'value')} "
-              f"{report.best.value:.4f} {report.best.params}")
+        print(
+            f"best: trial {report.best.number} {study.user_attrs.get('metric', 'value')} "
+            f"{report.best.value:.4f} {report.best.params}"
+        )
     if report.importances:
         print("importance: " + ", ".join(f"{name} {share:.2f}" for name, share in report.importances.items()))
     print(f"report: {published.address}" + (f"; files in {args.output}" if args.output else ""))
@@ -228,8 +306,17 @@ def _bench(args: argparse.Namespace) -> int:
     from search.store import Store
     from search.tables import render
 
-    request = BenchRequest(args.objective, args.space, args.seeds, args.budget_epochs, args.target_accuracy,
-                           args.strategies or STRATEGIES, args.memory_trials, args.data_dir, args.output)
+    request = BenchRequest(
+        args.objective,
+        args.space,
+        args.seeds,
+        args.budget_epochs,
+        args.target_accuracy,
+        args.strategies or STRATEGIES,
+        args.memory_trials,
+        args.data_dir,
+        args.output,
+    )
     result = compare(request, Store(args.store, None, args.tracking_uri), say=lambda line: print(line, flush=True))
     print(render(result.summary, "table"), end="")
     if result.verdict:
@@ -237,8 +324,10 @@ def _bench(args: argparse.Namespace) -> int:
     if result.memory is not None:
         print("memory (peak RSS of the training process, MB) and wall time per trial outside fit (s):")
         print(render(result.memory, "table"), end="")
-    print(f"files in {result.folder}: {', '.join(path.name for path in result.files)}; "
-          f"MLflow run {result.run_address} ({result.seconds:.0f} s)")
+    print(
+        f"files in {result.folder}: {', '.join(path.name for path in result.files)}; "
+        f"MLflow run {result.run_address} ({result.seconds:.0f} s)"
+    )
     return 0
 
 
@@ -247,17 +336,27 @@ def _promote(args: argparse.Namespace) -> int:
     from search.promote import promote
 
     started = time.perf_counter()
-    result = promote(store, args.study, args.trial, args.refit, args.model_name, args.data_dir,
-                     say=lambda line: print(line, flush=True))
+    result = promote(
+        store,
+        args.study,
+        args.trial,
+        args.refit,
+        args.model_name,
+        args.data_dir,
+        say=lambda line: print(line, flush=True),
+    )
     metrics = result.evaluation.metrics
-    print(f"test: accuracy {metrics['accuracy']:.4f}  log loss {metrics['log_loss']:.4f}  "
-          f"macro F1 {metrics['f1_macro']:.4f}  ECE {metrics['ece']:.4f}  "
-          f"(test-set evaluation {result.test_evaluations} of study {result.source.study_name})")
+    print(
+        f"test: accuracy {metrics['accuracy']:.4f}  log loss {metrics['log_loss']:.4f}  "
+        f"macro F1 {metrics['f1_macro']:.4f}  ECE {metrics['ece']:.4f}  "
+        f"(test-set evaluation {result.test_evaluations} of study {result.source.study_name})"
+    )
     for gate in result.gates:
         print(f"gate {gate.name}: {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
     aliases = "champion and candidate" if result.champion else "candidate only"
-    print(f"model: {result.model_uri} ({aliases}); promotion run {result.run_id}; "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"model: {result.model_uri} ({aliases}); promotion run {result.run_id}; {time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 
@@ -277,8 +376,20 @@ def _ui(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     page = runs_page(store.tracking, url)
     print(f"MLflow UI at {url}; trials at {page}\n(Ctrl-C stops it)", flush=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store.tracking,
-               "--host", args.host, "--port", str(args.port), "--workers", "1"]  # one user: one worker is plenty
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store.tracking,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]  # one user: one worker is plenty
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs: no 7 idle processes
     os.execv(sys.executable, command)  # the server replaces this process: Ctrl-C and signals reach it
 

@@ -5,15 +5,15 @@ Every error is a `SetupError` whose one line names the file, the key and the fix
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
-import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from search.checked_toml import Where, did_you_mean, read_toml, reject_unknown, typed
 from search.errors import SetupError
 from search.schema import EPOCH_METRICS, PARAMETERS, ParamSpec, Scalar
 
@@ -123,7 +123,7 @@ def resolve(kind: str, name_or_path: str) -> Path:
             return candidate
     known = sorted({p.stem for folder in places if folder.is_dir() for p in folder.glob("*.toml")})
     raise SetupError(
-        f"unknown {kind[:-1]} '{name_or_path}'{_did_you_mean(name_or_path, known)}; "
+        f"unknown {kind[:-1]} '{name_or_path}'{did_you_mean(name_or_path, known)}; "
         f"choose one of: {', '.join(known) or '(none found)'}, or give a path to a .toml file"
     )
 
@@ -131,27 +131,37 @@ def resolve(kind: str, name_or_path: str) -> Path:
 def load_space(name_or_path: str) -> Space:
     """Read and validate a search-space file."""
     path = resolve("spaces", name_or_path)
-    text, table = _read_toml(path)
-    where = _Where(path)
-    _reject_unknown(where, "", table, ("description", "params", "hypermodel"))
+    text, table = read_toml(path)
+    where = Where(path)
+    reject_unknown(where, "", table, ("description", "params", "hypermodel"))
     description = table.get("description", "")
     where.require(isinstance(description, str), "description", "must be a string")
     if "hypermodel" in table:
-        where.require("params" not in table, "hypermodel",
-                      "give either hypermodel or [params], not both: a hypermodel declares its own parameters")
+        where.require(
+            "params" not in table,
+            "hypermodel",
+            "give either hypermodel or [params], not both: a hypermodel declares its own parameters",
+        )
         reference = table["hypermodel"]
         problem = _reference_problem(reference)
         where.require(problem is None, "hypermodel", str(problem))
-        return Space(name=path.stem, path=path, params={}, description=description, text=text,
-                     hypermodel=HypermodelRef(reference))
+        return Space(
+            name=path.stem,
+            path=path,
+            params={},
+            description=description,
+            text=text,
+            hypermodel=HypermodelRef(reference),
+        )
     params_table = table.get("params", {})
     where.require(isinstance(params_table, dict), "params", "must be a table: [params]")
     params = {}
     for key, raw in params_table.items():
         spec = PARAMETERS.get(key)
         if spec is None:
-            where.fail(f"params.{key}", f"unknown parameter{_did_you_mean(key, PARAMETERS)}; "
-                       f"known: {', '.join(PARAMETERS)}")
+            where.fail(
+                f"params.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}; known: {', '.join(PARAMETERS)}"
+            )
         params[key] = _distribution(where, f"params.{key}", spec, raw)
     return Space(name=path.stem, path=path, params=params, description=description, text=text)
 
@@ -161,50 +171,76 @@ def hypermodel_space(reference: str) -> Space:
     problem = _reference_problem(reference)
     if problem is not None:
         raise SetupError(f"--hypermodel {problem}")
-    return Space(name=reference.replace(":", "."), path=Path(reference), params={},
-                 text=f'hypermodel = "{reference}"\n', hypermodel=HypermodelRef(reference))
+    return Space(
+        name=reference.replace(":", "."),
+        path=Path(reference),
+        params={},
+        text=f'hypermodel = "{reference}"\n',
+        hypermodel=HypermodelRef(reference),
+    )
 
 
 def load_objective(name_or_path: str) -> Objective:
     """Read and validate an objective file."""
     path = resolve("objectives", name_or_path)
-    _, table = _read_toml(path)
-    where = _Where(path)
-    _reject_unknown(where, "", table, ("description", "data", "search", "promotion"))
+    _, table = read_toml(path)
+    where = Where(path)
+    reject_unknown(where, "", table, ("description", "data", "search", "promotion"))
     data = _data_config(where, path, table.get("data"))
     search = table.get("search", {})
     where.require(isinstance(search, dict), "search", "must be a table: [search]")
-    fields = {"space": str, "metric": str, "trials": int, "max_epochs": int, "timeout": float,
-              "sampler": str, "pruner": str, "seed": int, "max_params": int}
-    _reject_unknown(where, "search", search, tuple(fields))
-    values = {key: _typed(where, f"search.{key}", search[key], fields[key]) for key in search}
+    fields = {
+        "space": str,
+        "metric": str,
+        "trials": int,
+        "max_epochs": int,
+        "timeout": float,
+        "sampler": str,
+        "pruner": str,
+        "seed": int,
+        "max_params": int,
+    }
+    reject_unknown(where, "search", search, tuple(fields))
+    values = {key: typed(where, f"search.{key}", search[key], fields[key]) for key in search}
     promotion = table.get("promotion", {})
     where.require(isinstance(promotion, dict), "promotion", "must be a table: [promotion]")
-    _reject_unknown(where, "promotion", promotion, ("margin",))
+    reject_unknown(where, "promotion", promotion, ("margin",))
     if "margin" in promotion:
-        values["margin"] = _typed(where, "promotion.margin", promotion["margin"], float)
-        where.require(0 <= values["margin"] < 1, "promotion.margin",
-                      "must be a share of test accuracy from 0 up to 1, e.g. 0.01")
+        values["margin"] = typed(where, "promotion.margin", promotion["margin"], float)
+        where.require(
+            0 <= values["margin"] < 1, "promotion.margin", "must be a share of test accuracy from 0 up to 1, e.g. 0.01"
+        )
     objective = Objective(name=path.stem, path=path, data=data, **values)
     return check_objective(objective, where)
 
 
-def check_objective(objective: Objective, where: _Where | None = None) -> Objective:
+def check_objective(objective: Objective, where: Where | None = None) -> Objective:
     """Validate the search settings of an objective, after flags have overridden the file."""
-    where = where or _Where(objective.path)
-    where.require(objective.metric in EPOCH_METRICS, "search.metric",
-                  f"training does not produce '{objective.metric}'; "
-                  f"monitor one of {', '.join(EPOCH_METRICS)}")
-    where.require(objective.sampler in SAMPLERS, "search.sampler",
-                  f"unknown sampler '{objective.sampler}'; use one of {', '.join(SAMPLERS)}")
-    where.require(objective.pruner in PRUNERS, "search.pruner",
-                  f"unknown pruner '{objective.pruner}'; use one of {', '.join(PRUNERS)}")
+    where = where or Where(objective.path)
+    where.require(
+        objective.metric in EPOCH_METRICS,
+        "search.metric",
+        f"training does not produce '{objective.metric}'; monitor one of {', '.join(EPOCH_METRICS)}",
+    )
+    where.require(
+        objective.sampler in SAMPLERS,
+        "search.sampler",
+        f"unknown sampler '{objective.sampler}'; use one of {', '.join(SAMPLERS)}",
+    )
+    where.require(
+        objective.pruner in PRUNERS,
+        "search.pruner",
+        f"unknown pruner '{objective.pruner}'; use one of {', '.join(PRUNERS)}",
+    )
     where.require(objective.trials >= 1, "search.trials", "must be at least 1")
     where.require(objective.max_epochs >= 1, "search.max_epochs", "must be at least 1")
     where.require(objective.max_params >= 1, "search.max_params", "must be at least 1")
     where.require(0 <= objective.seed < 2**32, "search.seed", f"must be a whole number from 0 to {2**32 - 1}")
-    where.require(objective.timeout is None or 0 < objective.timeout < math.inf, "search.timeout",
-                  "must be a positive number of seconds")
+    where.require(
+        objective.timeout is None or 0 < objective.timeout < math.inf,
+        "search.timeout",
+        "must be a positive number of seconds",
+    )
     return objective
 
 
@@ -223,67 +259,23 @@ def objective_from_record(record: str) -> Objective:
     return Objective(**values | {"path": Path(values["path"]), "data": DataConfig(**data)})
 
 
-class _Where:
-    """Formats errors that name the file and the key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> None:
-        raise SetupError(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
-
-    def require(self, condition: bool, key: str, problem: str) -> None:
-        if not condition:
-            self.fail(key, problem)
-
-
-def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        return text, tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise SetupError(f"{path}: malformed TOML ({error}); fix the syntax") from None
-    except UnicodeDecodeError as error:
-        raise SetupError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
-    except OSError as error:
-        raise SetupError(f"{path}: cannot read ({error}); check that it is a readable file") from None
-
-
-def _did_you_mean(word: str, known: Any) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _reject_unknown(where: _Where, prefix: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    for key in table:
-        if key not in known:
-            where.fail(f"{prefix}.{key}" if prefix else key,
-                       f"unknown key{_did_you_mean(key, known)}; known: {', '.join(known)}")
-
-
-def _typed(where: _Where, key: str, value: Any, expected: type) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-        where.fail(key, f"expected {expected.__name__}, got {type(value).__name__} {value!r}; fix the value")
-    return value
-
-
 def _reference_problem(raw: Any) -> str | None:
     """Why `raw` does not name a hypermodel as package.module:attribute, or None when it does."""
     if isinstance(raw, str) and HYPERMODEL_REFERENCE.fullmatch(raw):
         return None
-    return (f"{raw!r} is not package.module:attribute; name a build(hp) function or a keras_tuner.HyperModel, "
-            'e.g. "mymodels:build_model"')
+    return (
+        f"{raw!r} is not package.module:attribute; name a build(hp) function or a keras_tuner.HyperModel, "
+        'e.g. "mymodels:build_model"'
+    )
 
 
-def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distribution:
+def _distribution(where: Where, key: str, spec: ParamSpec, raw: Any) -> Distribution:
     if not isinstance(raw, dict):
         problem = spec.check(raw)
         where.require(problem is None, key, f"{problem}; fix the value")
         return Fixed(float(raw) if spec.type is float else raw)
     if "choices" in raw:
-        _reject_unknown(where, key, raw, ("choices",))
+        reject_unknown(where, key, raw, ("choices",))
         choices = raw["choices"]
         where.require(isinstance(choices, list), key, "choices must be a list, e.g. {choices = [32, 64]}")
         where.require(len(choices) > 0, key, "choices is empty; list at least one value")
@@ -291,9 +283,12 @@ def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distrib
             problem = spec.check(value)
             where.require(problem is None, key, f"choice {problem}")
         return Choice(tuple(float(v) if spec.type is float else v for v in choices))
-    _reject_unknown(where, key, raw, ("low", "high", "log", "step"))
-    where.require(spec.type in (int, float), key,
-                  f"a {spec.type.__name__} parameter takes a constant or {{choices = [...]}}, not a range")
+    reject_unknown(where, key, raw, ("low", "high", "log", "step"))
+    where.require(
+        spec.type in (int, float),
+        key,
+        f"a {spec.type.__name__} parameter takes a constant or {{choices = [...]}}, not a range",
+    )
     where.require("low" in raw and "high" in raw, key, "a range needs both low and high, e.g. {low = 1, high = 3}")
     low, high = raw["low"], raw["high"]
     for bound, value in (("low", low), ("high", high)):
@@ -305,8 +300,11 @@ def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distrib
     where.require(not log or low > 0, key, "a log range needs low > 0")
     step = raw.get("step")
     if step is not None:
-        where.require(isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0,
-                      f"{key}.step", "must be a positive number")
+        where.require(
+            isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0,
+            f"{key}.step",
+            "must be a positive number",
+        )
         where.require(spec.type is float or isinstance(step, int), f"{key}.step", "must be an integer")
         where.require(not log, key, "give either log = true or a step, not both")
     if spec.type is float:
@@ -314,38 +312,54 @@ def _distribution(where: _Where, key: str, spec: ParamSpec, raw: Any) -> Distrib
     return Range(low, high, log, step)
 
 
-def _data_config(where: _Where, path: Path, raw: Any) -> DataConfig:
-    where.require(isinstance(raw, dict), "data", "missing [data] table with at least source = \"idx\"")
-    fields = {"source": str, "dir": str, "train": str, "test": str, "loader": str,
-              "class_names": list, "validation_fraction": float, "subsample": float}
-    _reject_unknown(where, "data", raw, tuple(fields))
+def _data_config(where: Where, path: Path, raw: Any) -> DataConfig:
+    where.require(isinstance(raw, dict), "data", 'missing [data] table with at least source = "idx"')
+    fields = {
+        "source": str,
+        "dir": str,
+        "train": str,
+        "test": str,
+        "loader": str,
+        "class_names": list,
+        "validation_fraction": float,
+        "subsample": float,
+    }
+    reject_unknown(where, "data", raw, tuple(fields))
     where.require("source" in raw, "data.source", f"missing; use one of {', '.join(DATA_SOURCES)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key == "subsample" and isinstance(value, int) and not isinstance(value, bool) and value > 1:
             values[key] = value
             continue
-        values[key] = _typed(where, f"data.{key}", value, fields[key])
+        values[key] = typed(where, f"data.{key}", value, fields[key])
     source = values["source"]
-    where.require(source in DATA_SOURCES, "data.source",
-                  f"unknown source '{source}'; use one of {', '.join(DATA_SOURCES)}")
+    where.require(
+        source in DATA_SOURCES, "data.source", f"unknown source '{source}'; use one of {', '.join(DATA_SOURCES)}"
+    )
     for key in ("dir", "train", "test"):
         if key in values:
             folder = Path(values[key]).expanduser()
             values[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
     if "class_names" in values:
         names = values["class_names"]
-        where.require(all(isinstance(n, str) for n in names) and len(names) >= 2,
-                      "data.class_names", "must list at least two names as strings")
+        where.require(
+            all(isinstance(n, str) for n in names) and len(names) >= 2,
+            "data.class_names",
+            "must list at least two names as strings",
+        )
         values["class_names"] = tuple(names)
     if source == "csv":
-        where.require("train" in values, "data.train", "a csv source needs train = \"path/to/train.csv\"")
+        where.require("train" in values, "data.train", 'a csv source needs train = "path/to/train.csv"')
     if source == "loader":
-        where.require(":" in values.get("loader", ""), "data.loader",
-                      "a loader source needs loader = \"package.module:function\"")
+        where.require(
+            ":" in values.get("loader", ""), "data.loader", 'a loader source needs loader = "package.module:function"'
+        )
     fraction = values.get("validation_fraction", 0.1)
     where.require(0 < fraction < 1, "data.validation_fraction", "must be between 0 and 1, e.g. 0.1")
     subsample = values.get("subsample", 1.0)
-    where.require(0 < subsample <= 1 or isinstance(subsample, int), "data.subsample",
-                  "must be a fraction in (0, 1] or a count of images above 1")
+    where.require(
+        0 < subsample <= 1 or isinstance(subsample, int),
+        "data.subsample",
+        "must be a fraction in (0, 1] or a count of images above 1",
+    )
     return DataConfig(**values)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import gzip
 import importlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -21,10 +22,22 @@ from search.errors import SetupError
 
 Part = Literal["train", "test"]
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 IDX_PLACES = (Path("/usr/share/datasets/fashion-mnist"), Path("~/.keras/datasets/fashion-mnist").expanduser())
 IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
 
@@ -65,8 +78,10 @@ Reader = Callable[[Part], Images]
 def reader(config: DataConfig, data_dir: Path | None = None) -> tuple[Reader, str]:
     """A function that reads one part of the objective's data, and a description of where from."""
     if data_dir is not None and config.source != "idx":
-        raise SetupError(f"--data-dir {data_dir} names a folder of IDX files, but the objective reads "
-                         f"source = \"{config.source}\"; drop --data-dir or use an objective with source = \"idx\"")
+        raise SetupError(
+            f"--data-dir {data_dir} names a folder of IDX files, but the objective reads "
+            f'source = "{config.source}"; drop --data-dir or use an objective with source = "idx"'
+        )
     if config.source == "digits":
         return _read_digits, "scikit-learn digits"
     if config.source == "csv":
@@ -94,11 +109,14 @@ def load_search_data(objective: Objective, data_dir: Path | None = None) -> Sear
     val_count = max(len(class_names), round(config.validation_fraction * len(images)))
     try:
         x_train, x_val, y_train, y_val = train_test_split(
-            images.x, images.y, test_size=val_count, stratify=images.y, random_state=seed)
+            images.x, images.y, test_size=val_count, stratify=images.y, random_state=seed
+        )
     except ValueError as error:
-        raise SetupError(f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
-                         f"the rest, stratified by class ({error}); lower data.validation_fraction "
-                         "or raise data.subsample") from None
+        raise SetupError(
+            f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
+            f"the rest, stratified by class ({error}); lower data.validation_fraction "
+            "or raise data.subsample"
+        ) from None
     return SearchData(objective.name, where, Images(x_train, y_train), Images(x_val, y_val), class_names)
 
 
@@ -108,8 +126,10 @@ def read_idx_pair(folder: Path, part: Part) -> Images:
     x = read_idx(image_file, IMAGES_MAGIC)
     y = read_idx(label_file, LABELS_MAGIC).astype(np.int64)
     if len(x) != len(y):
-        raise SetupError(f"{folder}: {len(x)} images but {len(y)} labels in the {part} part; "
-                         "the files do not belong together, fetch them again")
+        raise SetupError(
+            f"{folder}: {len(x)} images but {len(y)} labels in the {part} part; "
+            "the files do not belong together, fetch them again"
+        )
     if len(x) == 0:
         raise SetupError(f"{folder}: no images in the {part} part; fetch the files again")
     return Images(x[..., np.newaxis], y)
@@ -124,17 +144,21 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         raise SetupError(f"{path}: cannot read as gzip ({error}); fetch the file again") from None
     if len(raw) < 4 or struct.unpack(">I", raw[:4])[0] != magic:
         found = f"{struct.unpack('>I', raw[:4])[0]:#06x}" if len(raw) >= 4 else "missing"
-        raise SetupError(f"{path}: not an IDX file of this kind (magic {found}, expected {magic:#06x}); "
-                         "check that it is the right file")
+        raise SetupError(
+            f"{path}: not an IDX file of this kind (magic {found}, expected {magic:#06x}); "
+            "check that it is the right file"
+        )
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise SetupError(f"{path}: header cut short ({len(raw)} bytes); the file is truncated, fetch it again")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     expected = int(np.prod(dims))
     if body.size != expected:
-        raise SetupError(f"{path}: holds {body.size} values, its header promises {expected}; "
-                         "the file is truncated or corrupt, fetch it again")
+        raise SetupError(
+            f"{path}: holds {body.size} values, its header promises {expected}; "
+            "the file is truncated or corrupt, fetch it again"
+        )
     return body.reshape(dims)
 
 
@@ -145,35 +169,45 @@ def read_kaggle_csv(path: Path, n_classes: int = 10, labelled: bool = True) -> I
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as error:
-        raise SetupError(f"{path}: cannot read as CSV ({error}); give a Kaggle-layout CSV, "
-                         "label,pixel1,...,pixelN with one row per image") from None
+        raise SetupError(
+            f"{path}: cannot read as CSV ({error}); give a Kaggle-layout CSV, "
+            "label,pixel1,...,pixelN with one row per image"
+        ) from None
     columns = list(frame.columns)
     pixels = [c for c in columns if c != "label"]
     side = int(round(len(pixels) ** 0.5))
     expected = [f"pixel{i}" for i in range(1, side * side + 1)]
     if pixels != expected or side < 2 or (labelled and "label" not in columns):
         head = "label," if labelled else "[label,]"
-        raise SetupError(f"{path}: columns must be {head}pixel1,...,pixelN with N a square "
-                         f"(got {len(columns)} columns starting {', '.join(columns[:3])}); use Kaggle's layout")
+        raise SetupError(
+            f"{path}: columns must be {head}pixel1,...,pixelN with N a square "
+            f"(got {len(columns)} columns starting {', '.join(columns[:3])}); use Kaggle's layout"
+        )
     if frame.empty:
         raise SetupError(f"{path}: a header but no rows of images; add one row per image")
     numeric = frame.apply(pd.to_numeric, errors="coerce")
     bad = numeric.isna().to_numpy()
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
-        raise SetupError(f"{path}: row {row + 2} column {columns[col]} is not a number "
-                         f"({frame.iat[row, col]!r}); every cell must be numeric")
+        raise SetupError(
+            f"{path}: row {row + 2} column {columns[col]} is not a number "
+            f"({frame.iat[row, col]!r}); every cell must be numeric"
+        )
     values = numeric[pixels].to_numpy()
     if values.min() < 0 or values.max() > 255 or not np.all(values == np.round(values)):
-        raise SetupError(f"{path}: pixel values must be whole numbers from 0 to 255 "
-                         f"(found {values.min()} to {values.max()}); rescale to raw 0-255 pixels")
+        raise SetupError(
+            f"{path}: pixel values must be whole numbers from 0 to 255 "
+            f"(found {values.min()} to {values.max()}); rescale to raw 0-255 pixels"
+        )
     if "label" in columns:
         labels = numeric["label"].to_numpy()
         fractional = np.flatnonzero(labels != np.round(labels))
         if fractional.size:
             row = int(fractional[0])
-            raise SetupError(f"{path}: row {row + 2} has label {labels[row]:g}, not a class number; "
-                             f"labels must be whole numbers 0..{n_classes - 1}")
+            raise SetupError(
+                f"{path}: row {row + 2} has label {labels[row]:g}, not a class number; "
+                f"labels must be whole numbers 0..{n_classes - 1}"
+            )
     x = values.astype(np.uint8).reshape(len(frame), side, side, 1)
     y = numeric["label"].to_numpy().astype(np.int64) if "label" in columns else np.full(len(frame), -1)
     images = Images(x, y)
@@ -187,8 +221,10 @@ def _find_idx_folder(explicit: Path | None) -> Path:
     if explicit is not None:
         if all((explicit / name).is_file() for name in names):
             return explicit
-        raise SetupError(f"{explicit}: no Fashion-MNIST files there (need {', '.join(names)}); "
-                         "fix --data-dir or data.dir, or drop it to use Debian's dataset-fashion-mnist")
+        raise SetupError(
+            f"{explicit}: no Fashion-MNIST files there (need {', '.join(names)}); "
+            "fix --data-dir or data.dir, or drop it to use Debian's dataset-fashion-mnist"
+        )
     for folder in IDX_PLACES:
         if all((folder / name).is_file() for name in names):
             return folder
@@ -200,14 +236,15 @@ def _find_idx_folder(explicit: Path | None) -> Path:
         raise SetupError(
             f"Fashion-MNIST not found in {', '.join(map(str, IDX_PLACES))} and Keras could not download it; "
             "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
-            "or pass --data-dir with the four IDX gz files") from None
+            "or pass --data-dir with the four IDX gz files"
+        ) from None
     return IDX_PLACES[1]
 
 
 def _read_csv(config: DataConfig, part: Part) -> Images:
     path = config.train if part == "train" else config.test
     if path is None:
-        raise SetupError(f"objective has no {part} CSV; set data.{part} = \"path/to/{part}.csv\"")
+        raise SetupError(f'objective has no {part} CSV; set data.{part} = "path/to/{part}.csv"')
     if not path.is_file():
         raise SetupError(f"{path}: no such CSV file; fix data.{part}")
     return read_kaggle_csv(path, len(config.class_names) or 10)
@@ -219,7 +256,8 @@ def _read_digits(part: Part) -> Images:
     digits = load_digits()
     x = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., np.newaxis]
     x_train, x_test, y_train, y_test = train_test_split(
-        x, digits.target.astype(np.int64), test_size=0.2, stratify=digits.target, random_state=0)
+        x, digits.target.astype(np.int64), test_size=0.2, stratify=digits.target, random_state=0
+    )
     return Images(x_train, y_train) if part == "train" else Images(x_test, y_test)
 
 
@@ -228,8 +266,10 @@ def _user_loader(dotted: str) -> Reader:
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except Exception as error:  # a missing module, a missing name, or a module that fails as it loads
-        raise SetupError(f"loader '{dotted}' cannot be imported ({type(error).__name__}: {error}); "
-                         "name it as package.module:function") from None
+        raise SetupError(
+            f"loader '{dotted}' cannot be imported ({type(error).__name__}: {error}); "
+            "name it as package.module:function"
+        ) from None
 
     def read(part: Part) -> Images:
         x, y = function(part)
@@ -238,8 +278,10 @@ def _user_loader(dotted: str) -> Reader:
             x = x[..., np.newaxis]
         whole = x.size > 0 and np.issubdtype(x.dtype, np.number) and np.array_equal(x, np.round(x))
         if x.ndim != 4 or len(x) != len(y) or not whole or x.min() < 0 or x.max() > 255:
-            raise SetupError(f"loader '{dotted}' must return (images, labels): images (N, H, W[, C]) "
-                             f"of whole raw 0-255 pixels and N labels; got {x.shape} and {y.shape}")
+            raise SetupError(
+                f"loader '{dotted}' must return (images, labels): images (N, H, W[, C]) "
+                f"of whole raw 0-255 pixels and N labels; got {x.shape} and {y.shape}"
+            )
         return Images(x.astype(np.uint8), y.astype(np.int64))
 
     return read
@@ -253,8 +295,10 @@ def _default_class_names(objective: Objective, images: Images) -> tuple[str, ...
 
 def _check_labels(images: Images, n_classes: int, where: str) -> None:
     if images.y.min() < 0 or images.y.max() >= n_classes:
-        raise SetupError(f"{where}: labels must lie in 0..{n_classes - 1} "
-                         f"(found {images.y.min()} to {images.y.max()}); fix the labels or data.class_names")
+        raise SetupError(
+            f"{where}: labels must lie in 0..{n_classes - 1} "
+            f"(found {images.y.min()} to {images.y.max()}); fix the labels or data.class_names"
+        )
 
 
 def _check_classes_split(images: Images, where: str, fix: str) -> None:
@@ -262,14 +306,18 @@ def _check_classes_split(images: Images, where: str, fix: str) -> None:
     counts = np.bincount(images.y)
     single = np.flatnonzero(counts == 1)
     if single.size:
-        raise SetupError(f"{where}: class {int(single[0])} has a single image, and a stratified split into train "
-                         f"and validation needs at least 2 of each class; {fix}")
+        raise SetupError(
+            f"{where}: class {int(single[0])} has a single image, and a stratified split into train "
+            f"and validation needs at least 2 of each class; {fix}"
+        )
 
 
 def _stratified_take(images: Images, count: int, seed: int, problem: str) -> Images:
     try:
         x, _, y, _ = train_test_split(images.x, images.y, train_size=count, stratify=images.y, random_state=seed)
     except ValueError as error:
-        raise SetupError(f"{problem} ({error}); choose a data.subsample that keeps at least 2 images of each "
-                         "class, or 1.0 for all of them") from None
+        raise SetupError(
+            f"{problem} ({error}); choose a data.subsample that keeps at least 2 images of each "
+            "class, or 1.0 for all of them"
+        ) from None
     return Images(x, y)

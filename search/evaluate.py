@@ -16,9 +16,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     accuracy_score,
+    average_precision_score,
     classification_report,
     confusion_matrix,
-    average_precision_score,
     log_loss,
     precision_recall_curve,
     precision_recall_fscore_support,
@@ -42,19 +42,31 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
     """Accuracy, log loss, macro and weighted precision/recall/F1, ECE, per-class report and confusion matrix."""
     labels = list(range(len(class_names)))
     predicted = proba.argmax(axis=1)
-    metrics = {"accuracy": float(accuracy_score(y_true, predicted)),
-               "log_loss": float(log_loss(y_true, proba, labels=labels)),
-               "ece": expected_calibration_error(y_true, proba)}
+    metrics = {
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "log_loss": float(log_loss(y_true, proba, labels=labels)),
+        "ece": expected_calibration_error(y_true, proba),
+    }
     for average in ("macro", "weighted"):
         precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, predicted, labels=labels, average=average, zero_division=0)
-        metrics |= {f"precision_{average}": float(precision), f"recall_{average}": float(recall),
-                    f"f1_{average}": float(f1)}
-    report = pd.DataFrame(classification_report(y_true, predicted, labels=labels, target_names=list(class_names),
-                                                 output_dict=True, zero_division=0)).T
+            y_true, predicted, labels=labels, average=average, zero_division=0
+        )
+        metrics |= {
+            f"precision_{average}": float(precision),
+            f"recall_{average}": float(recall),
+            f"f1_{average}": float(f1),
+        }
+    report = pd.DataFrame(
+        classification_report(
+            y_true, predicted, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
+        )
+    ).T
     report.index.name = "class"
-    confusion = pd.DataFrame(confusion_matrix(y_true, predicted, labels=labels),
-                             index=pd.Index(class_names, name="true"), columns=pd.Index(class_names, name="predicted"))
+    confusion = pd.DataFrame(
+        confusion_matrix(y_true, predicted, labels=labels),
+        index=pd.Index(class_names, name="true"),
+        columns=pd.Index(class_names, name="predicted"),
+    )
     return Evaluation(metrics, report, confusion, predicted)
 
 
@@ -84,8 +96,9 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
     figure.colorbar(image, ax=axes, label="share of the true class")
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if shares[row, column] > 0.5 else "black"
-        axes.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center", fontsize=7,
-                  color=colour)
+        axes.text(
+            column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center", fontsize=7, color=colour
+        )
     ticks = range(len(counts))
     axes.set_xticks(ticks, confusion.columns, rotation=45, ha="right")
     axes.set_yticks(ticks, confusion.index)
@@ -96,8 +109,7 @@ def confusion_figure(confusion: pd.DataFrame, title: str) -> Figure:
     return figure
 
 
-def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...],
-                            title: str) -> Figure:
+def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...], title: str) -> Figure:
     """One-against-rest precision-recall curve of every class, its average precision in the legend."""
     figure = Figure(figsize=(8, 6))
     axes = figure.subplots()
@@ -119,8 +131,14 @@ def precision_recall_figure(y_true: np.ndarray, proba: np.ndarray, class_names: 
     return figure
 
 
-def misclassified_figure(x: np.ndarray, y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...],
-                         title: str, size: int = GALLERY_SIZE) -> Figure:
+def misclassified_figure(
+    x: np.ndarray,
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    class_names: tuple[str, ...],
+    title: str,
+    size: int = GALLERY_SIZE,
+) -> Figure:
     """A grid of the most confidently misclassified images, each with its true and predicted label."""
     predicted = proba.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y_true)
@@ -131,13 +149,15 @@ def misclassified_figure(x: np.ndarray, y_true: np.ndarray, proba: np.ndarray, c
     grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for axes in grid:
         axes.axis("off")
-    for axes, index in zip(grid, shown):
+    for axes, index in zip(grid, shown, strict=False):
         image = x[index]
         axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
         guess = predicted[index]
-        axes.set_title(f"true: {class_names[y_true[index]]}\npredicted: {class_names[guess]} "
-                       f"{proba[index, guess]:.0%}", fontsize=7)
-    figure.suptitle(f"{title}: {len(shown)} most confident of {len(wrong)} errors" if len(wrong)
-                    else f"{title}: no errors")
+        axes.set_title(
+            f"true: {class_names[y_true[index]]}\npredicted: {class_names[guess]} {proba[index, guess]:.0%}", fontsize=7
+        )
+    figure.suptitle(
+        f"{title}: {len(shown)} most confident of {len(wrong)} errors" if len(wrong) else f"{title}: no errors"
+    )
     figure.tight_layout()
     return figure

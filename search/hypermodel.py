@@ -27,6 +27,9 @@ KerasTuner 1.4's semantics, checked against its own objects in tests/test_hyperm
 
 from __future__ import annotations
 
+from search.backend import keras  # first: it imports TensorFlow without its start-up chatter
+
+# isort: split
 import difflib
 import importlib
 import re
@@ -39,7 +42,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from search.backend import keras
 import keras_tuner
 import numpy as np
 import optuna
@@ -74,8 +76,9 @@ class TrialHyperParameters(keras_tuner.HyperParameters):
 
 def optuna_name(hyperparameter: HyperParameter) -> str:
     """The KerasTuner name, after the hyperparameter's conditions if it has any: `model_type:mlp/units`."""
-    conditions = [f"{c.name}:{' '.join(NOT_IN_NAMES.sub('_', str(v)) for v in c.values)}"
-                  for c in hyperparameter.conditions]
+    conditions = [
+        f"{c.name}:{' '.join(NOT_IN_NAMES.sub('_', str(v)) for v in c.values)}" for c in hyperparameter.conditions
+    ]
     return "/".join([*conditions, hyperparameter.name])
 
 
@@ -94,8 +97,7 @@ def draw(trial: optuna.trial.BaseTrial, hyperparameter: HyperParameter) -> Scala
     return _suggest_number(trial, name, hyperparameter, log=hyperparameter.sampling == "log")
 
 
-def _suggest_number(trial: optuna.trial.BaseTrial, name: str, hyperparameter: HyperParameter,
-                    log: bool) -> int | float:
+def _suggest_number(trial: optuna.trial.BaseTrial, name: str, hyperparameter: HyperParameter, log: bool) -> int | float:
     low, high = hyperparameter.min_value, _top(hyperparameter)
     if isinstance(hyperparameter, Int):
         return trial.suggest_int(name, low, high, step=hyperparameter.step or 1, log=log)
@@ -125,8 +127,11 @@ def training_params(hp: keras_tuner.HyperParameters) -> dict[str, Scalar]:
 
 def fit_data(model: keras.Model, data: SearchData) -> SearchData:
     """`data` with labels as the model's loss wants them (see `fit_labels`)."""
-    return replace(data, train=Images(data.train.x, fit_labels(model, data.train.y, data.n_classes)),
-                   val=Images(data.val.x, fit_labels(model, data.val.y, data.n_classes)))
+    return replace(
+        data,
+        train=Images(data.train.x, fit_labels(model, data.train.y, data.n_classes)),
+        val=Images(data.val.x, fit_labels(model, data.val.y, data.n_classes)),
+    )
 
 
 def fit_labels(model: keras.Model, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -147,8 +152,10 @@ class Hypermodel:
         """The model `hp` describes, built for `input_shape` and compiled (with atelier's defaults if it was not)."""
         model = self._build(hp)
         if not isinstance(model, keras.Model):
-            raise SetupError(f"hypermodel '{self.reference}' returned {type(model).__name__}, not a keras.Model; "
-                             "build(hp) must return the model")
+            raise SetupError(
+                f"hypermodel '{self.reference}' returned {type(model).__name__}, not a keras.Model; "
+                "build(hp) must return the model"
+            )
         if not model.built:
             model.build((None, *input_shape))
         _compile(model)
@@ -162,19 +169,24 @@ class Hypermodel:
         except SetupError:
             raise
         except Exception as error:
-            raise SetupError(f"hypermodel '{self.reference}' fails with KerasTuner's default values on "
-                             f"{data.input_shape} images ({type(error).__name__}: {_first_line(error)}); "
-                             "fix it so that build(keras_tuner.HyperParameters()) makes a model of them") from None
+            raise SetupError(
+                f"hypermodel '{self.reference}' fails with KerasTuner's default values on "
+                f"{data.input_shape} images ({type(error).__name__}: {_first_line(error)}); "
+                "fix it so that build(keras_tuner.HyperParameters()) makes a model of them"
+            ) from None
         finally:
             keras.backend.clear_session()
         if shape != (1, data.n_classes):
-            raise SetupError(f"hypermodel '{self.reference}' outputs {shape[1:]} per image, but the "
-                             f"objective has {data.n_classes} classes; end the model with "
-                             f"Dense({data.n_classes}, activation=\"softmax\")")
+            raise SetupError(
+                f"hypermodel '{self.reference}' outputs {shape[1:]} per image, but the "
+                f"objective has {data.n_classes} classes; end the model with "
+                f'Dense({data.n_classes}, activation="softmax")'
+            )
 
 
-def rebuild(ref: HypermodelRef, trial: FrozenTrial, input_shape: tuple[int, ...]
-            ) -> tuple[keras.Model, dict[str, Scalar]]:
+def rebuild(
+    ref: HypermodelRef, trial: FrozenTrial, input_shape: tuple[int, ...]
+) -> tuple[keras.Model, dict[str, Scalar]]:
     """A finished trial's model, from its params through a `FixedTrial`, and the parameters its fit read."""
     hypermodel, hp = Hypermodel(ref), TrialHyperParameters(optuna.trial.FixedTrial(trial.params))
     try:
@@ -182,9 +194,11 @@ def rebuild(ref: HypermodelRef, trial: FrozenTrial, input_shape: tuple[int, ...]
     except SetupError:
         raise
     except Exception as error:
-        raise SetupError(f"trial {trial.number} does not rebuild from hypermodel '{ref.reference}' "
-                         f"({type(error).__name__}: {_first_line(error)}); was the hypermodel changed since "
-                         "the search?") from None
+        raise SetupError(
+            f"trial {trial.number} does not rebuild from hypermodel '{ref.reference}' "
+            f"({type(error).__name__}: {_first_line(error)}); was the hypermodel changed since "
+            "the search?"
+        ) from None
 
 
 def _compile(model: keras.Model) -> None:
@@ -207,8 +221,10 @@ def _attribute(ref: HypermodelRef) -> Any:
         known = [name for name, value in vars(module).items() if callable(value) and not name.startswith("_")]
         close = difflib.get_close_matches(attribute, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise SetupError(f"hypermodel '{ref.reference}': module {module_name} ({module.__file__}) has no "
-                         f"'{attribute}'{hint}; name a build(hp) function or a keras_tuner.HyperModel in it")
+        raise SetupError(
+            f"hypermodel '{ref.reference}': module {module_name} ({module.__file__}) has no "
+            f"'{attribute}'{hint}; name a build(hp) function or a keras_tuner.HyperModel in it"
+        )
     return getattr(module, attribute)
 
 
@@ -218,13 +234,19 @@ def _import(ref: HypermodelRef, module_name: str) -> ModuleType:
             return importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name is None or not f"{module_name}.".startswith(f"{error.name}."):
-                raise SetupError(f"hypermodel '{ref.reference}': module {module_name} fails as it loads "
-                                 f"(ModuleNotFoundError: {error}); install what it imports") from None
-            raise SetupError(f"hypermodel '{ref.reference}': no module {module_name} in {ref.folder} or the "
-                             "installed packages; run atelier in the folder that holds it, or install it") from None
+                raise SetupError(
+                    f"hypermodel '{ref.reference}': module {module_name} fails as it loads "
+                    f"(ModuleNotFoundError: {error}); install what it imports"
+                ) from None
+            raise SetupError(
+                f"hypermodel '{ref.reference}': no module {module_name} in {ref.folder} or the "
+                "installed packages; run atelier in the folder that holds it, or install it"
+            ) from None
         except Exception as error:
-            raise SetupError(f"hypermodel '{ref.reference}': module {module_name} fails as it loads "
-                             f"({type(error).__name__}: {_first_line(error)}); fix it") from None
+            raise SetupError(
+                f"hypermodel '{ref.reference}': module {module_name} fails as it loads "
+                f"({type(error).__name__}: {_first_line(error)}); fix it"
+            ) from None
 
 
 @contextmanager
@@ -246,19 +268,21 @@ def _builder(reference: str, target: Any) -> Build:
         try:
             target = target()
         except Exception as error:
-            raise SetupError(f"hypermodel '{reference}': cannot make {target.__name__}() ({type(error).__name__}: "
-                             f"{_first_line(error)}); give it defaults for every argument, or name an instance"
-                             ) from None
+            raise SetupError(
+                f"hypermodel '{reference}': cannot make {target.__name__}() ({type(error).__name__}: "
+                f"{_first_line(error)}); give it defaults for every argument, or name an instance"
+            ) from None
     if isinstance(target, keras_tuner.HyperModel):
         if type(target).fit is not keras_tuner.HyperModel.fit:
-            raise SetupError(f"hypermodel '{reference}' overrides HyperModel.fit, which atelier does not call (it "
-                             "trains with pruning itself); tune the batch size in build: hp.Choice(\"batch_size\", "
-                             "[32, 64])")
+            raise SetupError(
+                f"hypermodel '{reference}' overrides HyperModel.fit, which atelier does not call (it "
+                'trains with pruning itself); tune the batch size in build: hp.Choice("batch_size", '
+                "[32, 64])"
+            )
         return target.build
     if isinstance(target, type) or not callable(target):
         kind = f"the class {target.__name__}" if isinstance(target, type) else f"{type(target).__name__} {target!r:.40}"
-        raise SetupError(f"hypermodel '{reference}' names {kind}, not a build(hp) function or a "
-                         "keras_tuner.HyperModel")
+        raise SetupError(f"hypermodel '{reference}' names {kind}, not a build(hp) function or a keras_tuner.HyperModel")
     return target
 
 

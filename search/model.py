@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from search.backend import keras
-
 from search.schema import PARAMETERS, Scalar
 
 
@@ -25,8 +24,11 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     for block in range(int(p["conv_blocks"])):
         for layer in range(int(p["conv_layers"])):
             x = keras.layers.Conv2D(
-                int(_each(p, "conv_filters", block)), int(p["conv_kernel_size"]), padding=str(p["conv_padding"]),
-                use_bias=not p["conv_batch_norm"], kernel_regularizer=regularizer,
+                int(_each(p, "conv_filters", block)),
+                int(p["conv_kernel_size"]),
+                padding=str(p["conv_padding"]),
+                use_bias=not p["conv_batch_norm"],
+                kernel_regularizer=regularizer,
                 name=f"conv{block}_{layer}",
             )(x)
             if p["conv_batch_norm"]:
@@ -37,8 +39,12 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
             x = keras.layers.Dropout(float(p["conv_dropout"]), name=f"pool{block}_dropout")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for layer in range(int(p["dense_layers"])):
-        x = keras.layers.Dense(int(_each(p, "dense_units", layer)), use_bias=not p["dense_batch_norm"],
-                               kernel_regularizer=regularizer, name=f"dense{layer}")(x)
+        x = keras.layers.Dense(
+            int(_each(p, "dense_units", layer)),
+            use_bias=not p["dense_batch_norm"],
+            kernel_regularizer=regularizer,
+            name=f"dense{layer}",
+        )(x)
         if p["dense_batch_norm"]:
             x = keras.layers.BatchNormalization(name=f"dense{layer}_bn")(x)
         x = keras.layers.Activation("relu", name=f"dense{layer}_relu")(x)
@@ -65,12 +71,14 @@ def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) 
             if min(height, width) < 1:
                 raise UnbuildableModel(
                     f"conv block {block + 1} layer {layer + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
-                    f"input to nothing ({kernel}x{kernel} kernel, valid padding)")
+                    f"input to nothing ({kernel}x{kernel} kernel, valid padding)"
+                )
         height, width = height // 2, width // 2
         if min(height, width) < 1:
             raise UnbuildableModel(
                 f"pooling after conv block {block + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
-                f"input to nothing; use fewer blocks or 'same' padding")
+                f"input to nothing; use fewer blocks or 'same' padding"
+            )
 
 
 def _each(p: Mapping[str, Scalar], name: str, index: int) -> Scalar:
@@ -100,5 +108,6 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     """One of the schema's optimizers (SGD with Nesterov momentum 0.9)."""
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-            "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)
+    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[name](
+        learning_rate
+    )

@@ -46,9 +46,10 @@ def load_classifier(uri: str) -> Classifier:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SetupError(f"model '{uri}' does not resolve ({first_line}); give a registered model such as "
-                         "models:/fashion-mnist@champion, and the --store or --tracking-uri it was registered in"
-                         ) from None
+        raise SetupError(
+            f"model '{uri}' does not resolve ({first_line}); give a registered model such as "
+            "models:/fashion-mnist@champion, and the --store or --tracking-uri it was registered in"
+        ) from None
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.is_tensor_spec():
         raise SetupError(f"model '{uri}' has no tensor input signature; promote it with `atelier promote`")
@@ -70,8 +71,10 @@ def read_images(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np
     if path.suffix == ".csv":
         x = read_kaggle_csv(path, labelled=False).x
         return [f"row {row}" for row in range(1, len(x) + 1)], _fit_shape(x, input_shape, str(path))
-    raise SetupError(f"{path}: cannot read '{path.suffix}' files; give a .npy file, a Kaggle-layout .csv file "
-                     "or a folder of .png images")
+    raise SetupError(
+        f"{path}: cannot read '{path.suffix}' files; give a .npy file, a Kaggle-layout .csv file "
+        "or a folder of .png images"
+    )
 
 
 def predict_images(store: Store, model_uri: str, path: Path) -> pd.DataFrame:
@@ -90,8 +93,9 @@ def predictions_table(classifier: Classifier, names: list[str], x: np.ndarray) -
     proba = classifier.predict(x)
     best = proba.argmax(axis=1)
     labels = [classifier.class_names[i] if i < len(classifier.class_names) else str(i) for i in best]
-    return pd.DataFrame({"image": names, "label": labels, "class": best,
-                         "probability": proba[np.arange(len(best)), best].round(4)})
+    return pd.DataFrame(
+        {"image": names, "label": labels, "class": best, "probability": proba[np.arange(len(best)), best].round(4)}
+    )
 
 
 def _read_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
@@ -104,8 +108,10 @@ def _read_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.n
     if np.issubdtype(x.dtype, np.floating) and x.max() <= 1.0 and x.max() > 0:
         raise SetupError(f"{path}: pixels lie in [0, 1]; the model takes raw 0-255 pixels: multiply by 255")
     if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
-        raise SetupError(f"{path}: pixel values must be whole numbers from 0 to 255 "
-                         f"(found {x.min()} to {x.max()}); give raw 0-255 pixels")
+        raise SetupError(
+            f"{path}: pixel values must be whole numbers from 0 to 255 "
+            f"(found {x.min()} to {x.max()}); give raw 0-255 pixels"
+        )
     if x.shape == input_shape or x.shape == input_shape[:-1]:
         x = x[np.newaxis]  # a single image
     return [f"image {i}" for i in range(len(x))], _fit_shape(x.astype(np.uint8), input_shape, str(path))
@@ -137,6 +143,8 @@ def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.nd
     if x.shape[1:] != input_shape:
         got = "x".join(map(str, x.shape[1:]))
         wanted = "x".join(map(str, input_shape))
-        raise SetupError(f"{where}: images are {got} (height x width x channels) but the model takes {wanted}; "
-                         "resize or convert them first")
+        raise SetupError(
+            f"{where}: images are {got} (height x width x channels) but the model takes {wanted}; "
+            "resize or convert them first"
+        )
     return x

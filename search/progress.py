@@ -25,8 +25,9 @@ class Progress:
     `quiet` prints only the summary (and notes about faults).
     """
 
-    def __init__(self, study: optuna.Study, objective: Objective, quiet: bool = False,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self, study: optuna.Study, objective: Objective, quiet: bool = False, stream: TextIO | None = None
+    ) -> None:
         self.study, self.objective, self.quiet = study, objective, quiet
         self.stream = stream or sys.stdout
         self.started = time.monotonic()
@@ -42,9 +43,11 @@ class Progress:
         if self.quiet:
             return
         resumed = f", resuming with {self.done} done" if self.done else ""
-        self._print(f"study {self.study.study_name}: target {self.objective.trials} trials, "
-                    f"{self.objective.max_epochs} epochs at most, {self.objective.sampler} sampler, "
-                    f"{self.objective.pruner} pruner{resumed}")
+        self._print(
+            f"study {self.study.study_name}: target {self.objective.trials} trials, "
+            f"{self.objective.max_epochs} epochs at most, {self.objective.sampler} sampler, "
+            f"{self.objective.pruner} pruner{resumed}"
+        )
         if self._bar:
             threading.Thread(target=self._tick, daemon=True, name="atelier-progress").start()
 
@@ -60,12 +63,14 @@ class Progress:
         best = None if report.state is TrialState.FAIL else best
         value = f"{metric} {best:.4f}" if best is not None else f"{metric} -"
         accuracy = summary.get("best_val_accuracy")
-        self._print(f"[{self.done:>3}/{self.objective.trials}] trial {report.number:<4} {report.state.name:<8} {value}"
-                    f"{f'  val_accuracy {accuracy:.4f}' if accuracy is not None else ''}"
-                    f"  epochs {int(summary.get('epochs', 0))}/{self.objective.max_epochs}"
-                    f"  {summary.get('trial_seconds', 0):.1f} s  | best {self.best}"
-                    f"  | {self._elapsed() / 60:.1f} min, ~{(self._remaining() or 0.0) / 60:.1f} min left"
-                    f"{f'  ({report.reason})' if report.reason and report.state is not TrialState.COMPLETE else ''}")
+        self._print(
+            f"[{self.done:>3}/{self.objective.trials}] trial {report.number:<4} {report.state.name:<8} {value}"
+            f"{f'  val_accuracy {accuracy:.4f}' if accuracy is not None else ''}"
+            f"  epochs {int(summary.get('epochs', 0))}/{self.objective.max_epochs}"
+            f"  {summary.get('trial_seconds', 0):.1f} s  | best {self.best}"
+            f"  | {self._elapsed() / 60:.1f} min, ~{(self._remaining() or 0.0) / 60:.1f} min left"
+            f"{f'  ({report.reason})' if report.reason and report.state is not TrialState.COMPLETE else ''}"
+        )
 
     def note(self, line: str) -> None:
         """A line about the search itself (a worker that died, orphans recovered), printed even when quiet."""
@@ -75,17 +80,24 @@ class Progress:
         """Stop the bar and print what the study holds now."""
         self._stopped.set()
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
-        counts = ", ".join(f"{states.count(s)} {s.name.lower()}" for s in
-                           (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) if states.count(s))
-        self._print(f"done: {self.ran} trials in {self._elapsed() / 60:.1f} min; study {self.study.study_name} "
-                    f"holds {counts}; best {self._best()}; recorded in {where}")
+        counts = ", ".join(
+            f"{states.count(s)} {s.name.lower()}"
+            for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            if states.count(s)
+        )
+        self._print(
+            f"done: {self.ran} trials in {self._elapsed() / 60:.1f} min; study {self.study.study_name} "
+            f"holds {counts}; best {self._best()}; recorded in {where}"
+        )
 
     def bar(self) -> str:
         """The bar's text: trials finished of the target, best so far, elapsed and remaining time."""
         target = self.objective.trials
         filled = min(BAR_WIDTH, BAR_WIDTH * self.done // target)
-        return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.done}/{target} trials | best {self.best} | "
-                f"{_clock(self._elapsed())} elapsed, ~{_clock(self._remaining())} left")
+        return (
+            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.done}/{target} trials | best {self.best} | "
+            f"{_clock(self._elapsed())} elapsed, ~{_clock(self._remaining())} left"
+        )
 
     def _print(self, line: str) -> None:
         with self._lock:
@@ -119,8 +131,10 @@ class Progress:
         except ValueError:
             return "none yet"
         accuracy = best.user_attrs.get("best_val_accuracy")
-        return (f"trial {best.number} {self.objective.metric} {best.value:.4f}"
-                f"{f' val_accuracy {accuracy:.4f}' if accuracy is not None else ''}")
+        return (
+            f"trial {best.number} {self.objective.metric} {best.value:.4f}"
+            f"{f' val_accuracy {accuracy:.4f}' if accuracy is not None else ''}"
+        )
 
 
 def _clock(seconds: float | None) -> str:

@@ -7,15 +7,13 @@ alias `candidate` on every promoted version, `champion` only when every gate pas
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 import mlflow.data
@@ -23,18 +21,17 @@ import mlflow.keras
 import numpy as np
 import optuna
 from mlflow import MlflowClient
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
-from scipy.stats import binomtest
 
 from search.backend import keras
 from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
 from search.errors import SetupError
 from search.evaluate import Evaluation, confusion_figure, evaluate, misclassified_figure, precision_recall_figure
+from search.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
 from search.hypermodel import fit_labels, rebuild
 from search.model import build_model
 from search.schema import Scalar
@@ -46,10 +43,6 @@ from search.train import CosineDecay
 
 PROMOTION_KIND = "promotion"
 CANDIDATE, CHAMPION = "candidate", "champion"
-BASELINE_PARAMS = {"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}  # the notebooks' first model
-BASELINE_MAX_EPOCHS = 10
-MCNEMAR_ALPHA = 0.05
-PREDICT_BATCH = 1024
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the output
 
@@ -69,17 +62,6 @@ class Source:
     @property
     def best_epoch(self) -> int:
         return int(self.trial.user_attrs["best_epoch"])
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One promotion gate: whether it passed, why, and the figures it was judged on."""
-
-    name: str
-    passed: bool
-    reason: str
-    figures: dict[str, float]
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,8 +101,10 @@ def find_source(storage: BaseStorage, study_name: str | None, trial_number: int 
     elif trial_number in complete:
         trial = complete[trial_number]
     else:
-        raise SetupError(f"study '{name}' has no completed trial {trial_number}; "
-                         f"choose one of {', '.join(map(str, sorted(complete)))}")
+        raise SetupError(
+            f"study '{name}' has no completed trial {trial_number}; "
+            f"choose one of {', '.join(map(str, sorted(complete)))}"
+        )
     attrs = study.user_attrs
     missing = [key for key in ("space", "space_file", "objective_settings") if key not in attrs]
     if missing:
@@ -133,9 +117,15 @@ def find_source(storage: BaseStorage, study_name: str | None, trial_number: int 
     return Source(name, trial, objective_from_record(attrs["objective_settings"]), space, data_dir)
 
 
-def promote(store: Store, study_name: str | None = None, trial_number: int | None = None,
-            refit: bool | None = None, model_name: str | None = None, data_dir: Path | None = None,
-            say: Say = lambda line: None) -> Promotion:
+def promote(
+    store: Store,
+    study_name: str | None = None,
+    trial_number: int | None = None,
+    refit: bool | None = None,
+    model_name: str | None = None,
+    data_dir: Path | None = None,
+    say: Say = lambda line: None,
+) -> Promotion:
     """Rebuild, train or reload, evaluate once on the test split, gate, and register the trial's model.
 
     Every check that can fail on bad input runs before anything is written to the store or registry.
@@ -148,34 +138,60 @@ def promote(store: Store, study_name: str | None = None, trial_number: int | Non
     client = MlflowClient(store.tracking)
     experiment = client.get_experiment_by_name(source.study_name)
     if experiment is None:
-        raise SetupError(f"study '{source.study_name}' has no MLflow experiment in {redact(store.tracking)}; "
-                         "pass the --tracking-uri the search used")
+        raise SetupError(
+            f"study '{source.study_name}' has no MLflow experiment in {redact(store.tracking)}; "
+            "pass the --tracking-uri the search used"
+        )
     mlflow.set_tracking_uri(store.tracking)
     champion = _load_champion(client, model_name)
     data_dir = data_dir or source.data_dir
 
-    data = load_search_data(replace(objective, data=replace(objective.data, subsample=1.0)) if refit else objective,
-                            data_dir)
-    training = Images(np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y])) \
-        if refit else data.train
+    data = load_search_data(
+        replace(objective, data=replace(objective.data, subsample=1.0)) if refit else objective, data_dir
+    )
+    training = (
+        Images(np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y]))
+        if refit
+        else data.train
+    )
     test = reader(objective.data, data_dir)[0]("test")
     if test.x.shape[1:] != data.input_shape:
-        raise SetupError(f"test images are {test.x.shape[1:]} but training images {data.input_shape}; "
-                         "the objective's test part does not match its train part")
+        raise SetupError(
+            f"test images are {test.x.shape[1:]} but training images {data.input_shape}; "
+            "the objective's test part does not match its train part"
+        )
     if champion is not None and champion.input_shape[1:] != data.input_shape:
-        raise SetupError(f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
-                         f"{data.input_shape}; pass --model-name to register under another name")
+        raise SetupError(
+            f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
+            f"{data.input_shape}; pass --model-name to register under another name"
+        )
 
     started = time.perf_counter()
     model = _candidate(source, data, training, refit, client, say)
     proba = model.predict(test.x, batch_size=PREDICT_BATCH, verbose=0)
     evaluation = evaluate(test.y, proba, data.class_names)
     say(f"evaluated once on {len(test)} test images")
-    gates = (_baseline_gate(client, source, data, training, test, evaluation, say),
-             _champion_gate(champion, model_name, test, evaluation))
+    gates = (
+        baseline_gate(
+            client, source.best_epoch, objective.seed, objective.margin, data, training, test, evaluation, say
+        ),
+        champion_gate(champion, model_name, test, evaluation),
+    )
     promotion_seconds = time.perf_counter() - started
-    return _register(client, experiment.experiment_id, source, refit, model, model_name, training, test, proba,
-                     evaluation, gates, promotion_seconds)
+    return _register(
+        client,
+        experiment.experiment_id,
+        source,
+        refit,
+        model,
+        model_name,
+        training,
+        test,
+        proba,
+        evaluation,
+        gates,
+        promotion_seconds,
+    )
 
 
 def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
@@ -189,8 +205,9 @@ def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
     return mlflow.keras.load_model(f"models:/{model_name}@{CHAMPION}", load_model_kwargs={"compile": False})
 
 
-def _candidate(source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient,
-               say: Say) -> keras.Model:
+def _candidate(
+    source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient, say: Say
+) -> keras.Model:
     """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights."""
     model, params = _rebuild(source, data)
     trial = source.trial
@@ -205,8 +222,14 @@ def _candidate(source: Source, data: SearchData, training: Images, refit: bool, 
     if params.get("lr_schedule") == "cosine":  # the same schedule over the search's epoch budget
         callbacks.append(CosineDecay(float(params["learning_rate"]), int(trial.user_attrs["epochs"])))
     keras.utils.set_random_seed(source.objective.seed)
-    model.fit(training.x, fit_labels(model, training.y, data.n_classes), batch_size=int(params["batch_size"]),
-              epochs=source.best_epoch, callbacks=callbacks, verbose=0)
+    model.fit(
+        training.x,
+        fit_labels(model, training.y, data.n_classes),
+        batch_size=int(params["batch_size"]),
+        epochs=source.best_epoch,
+        callbacks=callbacks,
+        verbose=0,
+    )
     say(f"trial {trial.number}: refitted on {len(training)} train+validation images for {source.best_epoch} epochs")
     return model
 
@@ -219,87 +242,37 @@ def _rebuild(source: Source, data: SearchData) -> tuple[keras.Model, dict[str, S
     return build_model(params, data.input_shape, data.n_classes), params
 
 
-def _baseline_gate(client: MlflowClient, source: Source, data: SearchData, training: Images, test: Images,
-                   evaluation: Evaluation, say: Say) -> Gate:
-    """Beat the notebooks' single 128-unit hidden layer, trained on the same images for as many epochs.
-
-    The baseline is trained once per training set, test set, epoch count and seed: a later promotion
-    on the same data reads its accuracy from the earlier promotion run instead of training it again.
-    """
-    epochs = min(source.best_epoch, BASELINE_MAX_EPOCHS)
-    seed = source.objective.seed
-    key = _baseline_key(training, test, epochs, seed)
-    earlier = _earlier_baseline(client, key)
-    if earlier is None:
-        keras.utils.set_random_seed(seed)
-        baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
-        baseline.fit(training.x, training.y, batch_size=128, epochs=epochs, verbose=0)
-        predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
-        accuracy, origin = float(np.mean(predicted == test.y)), f"trained for {epochs} epochs"
-    else:
-        accuracy = earlier.data.metrics["baseline_accuracy"]
-        origin = f"read from promotion run {earlier.info.run_id}, same data"
-    say(f"baseline: accuracy {accuracy:.4f} ({origin})")
-    margin = source.objective.margin
-    candidate = evaluation.metrics["accuracy"]
-    passed = candidate >= accuracy + margin
-    relation = "at least" if passed else "below"
-    return Gate("baseline", passed,
-                f"test accuracy {candidate:.4f} is {relation} the baseline's {accuracy:.4f} + margin {margin} "
-                f"(baseline {origin})",
-                {"baseline_accuracy": accuracy, "baseline_epochs": float(epochs), "baseline_margin": margin},
-                {"atelier.baseline_key": key})
-
-
-def _baseline_key(training: Images, test: Images, epochs: int, seed: int) -> str:
-    """What a baseline's accuracy depends on, hashed: its training and test images, epochs and seed."""
-    digest = hashlib.sha256(json.dumps([BASELINE_PARAMS, epochs, seed]).encode())
-    for array in (training.x, training.y, test.x, test.y):
-        digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()[:32]
-
-
-def _earlier_baseline(client: MlflowClient, key: str) -> Run | None:
-    """The newest promotion run, in any study, whose baseline had this key."""
-    experiments = [e.experiment_id for e in client.search_experiments(max_results=50_000)]
-    runs = client.search_runs(experiments, filter_string=f"tags.`atelier.baseline_key` = '{key}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def _champion_gate(champion: keras.Model | None, model_name: str, test: Images, evaluation: Evaluation) -> Gate:
-    """Not significantly worse than the champion on the same images: McNemar's exact test on paired predictions."""
-    if champion is None:
-        return Gate("champion", True, f"no champion of '{model_name}' yet", {})
-    theirs = champion.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1) == test.y
-    ours = evaluation.predicted == test.y
-    candidate_only, champion_only = int(np.sum(ours & ~theirs)), int(np.sum(theirs & ~ours))
-    discordant = candidate_only + champion_only
-    p_value = binomtest(champion_only, discordant, 0.5).pvalue if discordant else 1.0
-    passed = not (p_value < MCNEMAR_ALPHA and champion_only > candidate_only)
-    verdict = "significantly better" if not passed else "not significantly better"
-    return Gate("champion", passed,
-                f"the champion is {verdict} (McNemar exact p = {p_value:.4g}; right only for the champion "
-                f"{champion_only}, only for the candidate {candidate_only})",
-                {"mcnemar_p_value": float(p_value), "mcnemar_champion_only": float(champion_only),
-                 "mcnemar_candidate_only": float(candidate_only),
-                 "champion_accuracy": float(np.mean(theirs))})
-
-
-def _register(client: MlflowClient, experiment_id: str, source: Source, refit: bool, model: keras.Model,
-              model_name: str, training: Images, test: Images, proba: np.ndarray, evaluation: Evaluation,
-              gates: tuple[Gate, ...], promotion_seconds: float) -> Promotion:
+def _register(
+    client: MlflowClient,
+    experiment_id: str,
+    source: Source,
+    refit: bool,
+    model: keras.Model,
+    model_name: str,
+    training: Images,
+    test: Images,
+    proba: np.ndarray,
+    evaluation: Evaluation,
+    gates: tuple[Gate, ...],
+    promotion_seconds: float,
+) -> Promotion:
     """Log the promotion run (metrics, gates, plots, data, model), register the model and set its aliases."""
     trial = source.trial
-    previous = client.search_runs([experiment_id], filter_string=f"tags.`atelier.kind` = '{PROMOTION_KIND}'",
-                                  max_results=10_000)
+    previous = client.search_runs(
+        [experiment_id], filter_string=f"tags.`atelier.kind` = '{PROMOTION_KIND}'", max_results=10_000
+    )
     count = len(previous) + 1
     gate_tags = {f"atelier.gate.{g.name}": ("passed: " if g.passed else "failed: ") + g.reason for g in gates}
     passed = all(g.passed for g in gates)
-    tags = {"atelier.kind": PROMOTION_KIND, "atelier.study": source.study_name,
-            "atelier.trial_number": str(trial.number), "atelier.source_run_id": trial.user_attrs["mlflow_run_id"],
-            "atelier.test_evaluations": str(count), "atelier.refit": str(refit).lower(),
-            "atelier.gates": "passed" if passed else "failed"} | gate_tags
+    tags = {
+        "atelier.kind": PROMOTION_KIND,
+        "atelier.study": source.study_name,
+        "atelier.trial_number": str(trial.number),
+        "atelier.source_run_id": trial.user_attrs["mlflow_run_id"],
+        "atelier.test_evaluations": str(count),
+        "atelier.refit": str(refit).lower(),
+        "atelier.gates": "passed" if passed else "failed",
+    } | gate_tags
     tags |= {key: value for g in gates for key, value in g.tags.items()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=promotion_run_name(trial.number), tags=tags) as run:
         mlflow.log_params(trial.params | {"refit": refit, "epochs": source.best_epoch, "model_name": model_name})
@@ -319,13 +292,23 @@ def _register(client: MlflowClient, experiment_id: str, source: Source, refit: b
         with tempfile.TemporaryDirectory() as folder:  # not log_model: it fails with an input example (mlflow#16183)
             path = Path(folder) / "model"
             path.mkdir()
-            mlflow.keras.save_model(model, str(path), signature=infer_signature(test.x[:5], proba[:5]),
-                                    input_example=test.x[:2], pip_requirements=_requirements(),
-                                    metadata={"class_names": list(class_names)})
+            mlflow.keras.save_model(
+                model,
+                str(path),
+                signature=infer_signature(test.x[:5], proba[:5]),
+                input_example=test.x[:2],
+                pip_requirements=_requirements(),
+                metadata={"class_names": list(class_names)},
+            )
             mlflow.log_artifacts(str(path), "model")
         version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
-        mlflow.set_tags({"atelier.model_name": model_name, "atelier.model_version": version,
-                         "atelier.model_uri": f"models:/{model_name}/{version}"})
+        mlflow.set_tags(
+            {
+                "atelier.model_name": model_name,
+                "atelier.model_version": version,
+                "atelier.model_uri": f"models:/{model_name}/{version}",
+            }
+        )
     for key, value in tags.items():
         if key.startswith("atelier.gate") or key in ("atelier.study", "atelier.trial_number"):
             client.set_model_version_tag(model_name, version, key, value)
@@ -334,10 +317,13 @@ def _register(client: MlflowClient, experiment_id: str, source: Source, refit: b
     if passed:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     failed = [f"{g.name} gate failed: {g.reason}" for g in gates if not g.passed]
-    summary = (f"Study {source.study_name} trial {trial.number}, test accuracy "
-               f"{evaluation.metrics['accuracy']:.4f}; ")
-    client.update_model_version(model_name, version, description=summary + (
-        "every gate passed: champion." if passed else "not champion: " + "; ".join(failed) + "."))
+    summary = f"Study {source.study_name} trial {trial.number}, test accuracy {evaluation.metrics['accuracy']:.4f}; "
+    client.update_model_version(
+        model_name,
+        version,
+        description=summary
+        + ("every gate passed: champion." if passed else "not champion: " + "; ".join(failed) + "."),
+    )
     return Promotion(source, refit, evaluation, gates, model_name, version, run.info.run_id, count)
 
 

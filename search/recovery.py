@@ -78,8 +78,11 @@ def _close_stale_runs(study: optuna.Study, client: MlflowClient) -> None:
     if experiment is None:
         return
     running = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    for run in client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial' and "
-                                  "attributes.status = 'RUNNING'", max_results=10_000):
+    for run in client.search_runs(
+        [experiment.experiment_id],
+        "tags.`atelier.kind` = 'trial' and attributes.status = 'RUNNING'",
+        max_results=10_000,
+    ):
         if run.data.tags.get("atelier.trial_number") not in running:
             client.set_tag(run.info.run_id, "atelier.reason", "its trial ended while its run could not be closed")
             client.set_terminated(run.info.run_id, "KILLED")

@@ -80,8 +80,10 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
 
         Hypermodel(space.hypermodel).check(data)
     quiet_say = (lambda line: None) if request.quiet else say
-    quiet_say(f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
-              f"from {data.source} in {time.perf_counter() - started:.2f} s")
+    quiet_say(
+        f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
+        f"from {data.source} in {time.perf_counter() - started:.2f} s"
+    )
 
     from search.progress import Progress
     from search.reports.runs import publish_data_report, publish_study_report, run_address
@@ -101,5 +103,9 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}")
     started = time.perf_counter()
     report_run, _ = publish_study_report(study, context.tracker, context.experiment_id)
-    return SearchResult(study_name, context.experiment_id, run_address(store.tracking, context.experiment_id, report_run),
-                        time.perf_counter() - started)
+    return SearchResult(
+        study_name,
+        context.experiment_id,
+        run_address(store.tracking, context.experiment_id, report_run),
+        time.perf_counter() - started,
+    )

@@ -61,7 +61,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     for spec in (
         _spec("conv_blocks", int, 0, "convolution blocks, each ending in 2x2 max pooling", minimum=0, maximum=8),
         _spec("conv_layers", int, 1, "convolutions per block", minimum=1, maximum=4, requires="conv_blocks"),
-        _spec("conv_filters", int, 32, "filters of each block's convolutions", minimum=1, maximum=1024, per="conv_blocks"),
+        _spec(
+            "conv_filters", int, 32, "filters of each block's convolutions", minimum=1, maximum=1024, per="conv_blocks"
+        ),
         _spec("conv_kernel_size", int, 3, "square kernel size", minimum=1, maximum=11, requires="conv_blocks"),
         _spec("conv_padding", str, "same", "convolution padding", options=("same", "valid"), requires="conv_blocks"),
         _spec("conv_batch_norm", bool, False, "batch normalization after each convolution", requires="conv_blocks"),
@@ -69,7 +71,15 @@ PARAMETERS: dict[str, ParamSpec] = {
         _spec("dense_layers", int, 1, "hidden dense layers before the classifier", minimum=0, maximum=8),
         _spec("dense_units", int, 128, "units of each hidden dense layer", minimum=1, maximum=8192, per="dense_layers"),
         _spec("dense_batch_norm", bool, False, "batch normalization in the dense layers", requires="dense_layers"),
-        _spec("dense_dropout", float, 0.0, "dropout after each dense layer", minimum=0.0, maximum=0.9, requires="dense_layers"),
+        _spec(
+            "dense_dropout",
+            float,
+            0.0,
+            "dropout after each dense layer",
+            minimum=0.0,
+            maximum=0.9,
+            requires="dense_layers",
+        ),
         _spec("l2", float, 0.0, "L2 weight penalty on every kernel", minimum=0.0, maximum=1.0),
         _spec("optimizer", str, "adam", "optimizer", options=("adam", "adamw", "sgd", "rmsprop")),
         _spec("learning_rate", float, 1e-3, "initial learning rate", minimum=1e-7, maximum=10.0),

@@ -36,7 +36,9 @@ def _draw(trial: optuna.trial.BaseTrial, name: str, distribution: Distribution) 
         return trial.suggest_categorical(name, list(distribution.choices))
     assert isinstance(distribution, Range)
     if isinstance(distribution.low, float):
-        return trial.suggest_float(name, distribution.low, distribution.high,
-                                   log=distribution.log, step=distribution.step)
-    return trial.suggest_int(name, distribution.low, distribution.high,
-                             log=distribution.log, step=distribution.step or 1)
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    return trial.suggest_int(
+        name, distribution.low, distribution.high, log=distribution.log, step=distribution.step or 1
+    )

@@ -49,17 +49,23 @@ class Store:
 
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
-                storage = RDBStorage(url, engine_kwargs={"pool_pre_ping": True},
-                                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                                     heartbeat_stale_trial_callback=OrphanHandler(self.tracking))
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=OrphanHandler(self.tracking),
+                )
                 break
             except IntegrityError:  # another machine made the schema of a new database at this moment
                 if attempt == SCHEMA_ATTEMPTS - 1:
                     raise
                 time.sleep(1)
             except Exception as error:
-                raise SetupError(f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
-                                 "check that the database server runs and the URL is right") from None
+                raise SetupError(
+                    f"cannot open Optuna storage {redact(url)} ({type(error).__name__}); "
+                    "check that the database server runs and the URL is right"
+                ) from None
         event.listen(storage.engine, "do_connect", _reconnect_with_backoff)
         return storage
 
@@ -67,12 +73,17 @@ class Store:
         """A clear message when `error` (or its cause) means the storage or tracking server stopped answering."""
         while error is not None:
             if isinstance(error, OperationalError) and urlparse(self.storage_url or "").scheme:
-                return (f"the Optuna storage {redact(self.storage_url)} stopped answering (retried for "
-                        f"{RECONNECT_SECONDS} s); nothing recorded is lost: run the same command when it is back")
-            if isinstance(error, (MlflowException, RequestException)) and \
-                    any(sign in str(error) for sign in ("Max retries exceeded", "timeout exception")):
-                return (f"the MLflow tracking server {redact(self.tracking)} stopped answering (retried with "
-                        "backoff); nothing recorded is lost: run the same command when it is back")
+                return (
+                    f"the Optuna storage {redact(self.storage_url)} stopped answering (retried for "
+                    f"{RECONNECT_SECONDS} s); nothing recorded is lost: run the same command when it is back"
+                )
+            if isinstance(error, (MlflowException, RequestException)) and any(
+                sign in str(error) for sign in ("Max retries exceeded", "timeout exception")
+            ):
+                return (
+                    f"the MLflow tracking server {redact(self.tracking)} stopped answering (retried with "
+                    "backoff); nothing recorded is lost: run the same command when it is back"
+                )
             error = error.__cause__ or error.__context__
         return None
 
@@ -86,8 +97,9 @@ class Store:
         """Refuse to open a local MLflow store that no search has made yet (opening it would create it)."""
         database = sqlite_database(self.tracking)
         if database is not None and not database.is_file():
-            raise SetupError(f"no MLflow store at {database}; run `atelier run` first, or pass --store "
-                             "or --tracking-uri")
+            raise SetupError(
+                f"no MLflow store at {database}; run `atelier run` first, or pass --store or --tracking-uri"
+            )
 
     def check(self) -> Store:
         """Refuse a storage or tracking location that cannot work, before anything is written."""
@@ -95,8 +107,10 @@ class Store:
         if self.storage_url and urlparse(self.storage_url).scheme:
             scheme = urlparse(self.storage_url).scheme.split("+")[0]
             if scheme not in RDB_SCHEMES:
-                raise SetupError(f"storage '{redact(self.storage_url)}' is not one Optuna can use; give a journal "
-                                 "file path, sqlite:///path.db or postgresql://user@host/db")
+                raise SetupError(
+                    f"storage '{redact(self.storage_url)}' is not one Optuna can use; give a journal "
+                    "file path, sqlite:///path.db or postgresql://user@host/db"
+                )
         else:
             journal = Path(self.storage_url) if self.storage_url else self.folder / JOURNAL_FILE
             flag = "--storage" if self.storage_url else "--store"
@@ -121,8 +135,10 @@ class Store:
                 finally:
                     engine.dispose()
         except (RequestException, SQLAlchemyError) as error:
-            raise SetupError(f"the MLflow tracking store {redact(uri)} does not answer ({type(error).__name__}); "
-                             "check that the server runs and the URI is right") from None
+            raise SetupError(
+                f"the MLflow tracking store {redact(uri)} does not answer ({type(error).__name__}); "
+                "check that the server runs and the URI is right"
+            ) from None
 
 
 def _reconnect_with_backoff(dialect, record, cargs, cparams):

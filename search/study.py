@@ -10,11 +10,11 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable, Iterable
 
 import optuna
 from optuna.storages import BaseStorage
@@ -32,26 +32,35 @@ MAX_FAILURES_IN_A_ROW = 5
 TRIALS_PER_PROCESS = 5
 
 
-def open_study(name: str, storage: BaseStorage, objective: Objective, space: Space,
-               data_dir: Path | None = None) -> optuna.Study:
+def open_study(
+    name: str, storage: BaseStorage, objective: Objective, space: Space, data_dir: Path | None = None
+) -> optuna.Study:
     """Create the study or resume it, refusing to resume one made for another space, metric or data.
 
     A new study records the objective with every setting resolved (and `data_dir`), so that
     promotion rebuilds exactly the data the search used.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction,
-                                load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction, load_if_exists=True)
     data = json.dumps({"data": asdict(objective.data), "seed": objective.seed}, default=str, sort_keys=True)
-    identity = {"space": space.name, "space_file": space.text, "objective": objective.name,
-                "metric": objective.metric, "data": data}
+    identity = {
+        "space": space.name,
+        "space_file": space.text,
+        "objective": objective.name,
+        "metric": objective.metric,
+        "data": data,
+    }
     recorded = study.user_attrs
     for key, value in identity.items():
         if key in recorded and recorded[key] != value:
-            shown = {"space_file": "a different space file", "data": "different data settings (files, split or "
-                     "seed)"}.get(key, f"{key} '{recorded[key]}'")
-            raise SetupError(f"study '{name}' was made with {shown}; resume it with the same settings "
-                             "or start a new one with --study NEW_NAME")
+            shown = {
+                "space_file": "a different space file",
+                "data": "different data settings (files, split or seed)",
+            }.get(key, f"{key} '{recorded[key]}'")
+            raise SetupError(
+                f"study '{name}' was made with {shown}; resume it with the same settings "
+                "or start a new one with --study NEW_NAME"
+            )
     created = identity | {"objective_settings": objective_record(objective)}
     if data_dir is not None:
         created["data_dir"] = str(data_dir.resolve())
@@ -89,9 +98,15 @@ def wanted(study: optuna.Study, target: int) -> bool:
     return len(study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))) < target
 
 
-def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
-             on_trial: Callable[[TrialReport], None], workers: int = 1,
-             trials_per_process: int = TRIALS_PER_PROCESS, on_note: Callable[[str], None] = print) -> None:
+def optimize(
+    context: SearchContext,
+    study: optuna.Study,
+    storage: BaseStorage,
+    on_trial: Callable[[TrialReport], None],
+    workers: int = 1,
+    trials_per_process: int = TRIALS_PER_PROCESS,
+    on_note: Callable[[str], None] = print,
+) -> None:
     """Run trials in `workers` processes at once until the study holds its target or the timeout has passed.
 
     A worker process runs `trials_per_process` trials and is replaced: Keras leaks memory from
@@ -111,8 +126,10 @@ def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
     study.set_user_attr("mlflow_experiment_id", context.experiment_id)
     orphans = recover_orphans(study, storage, plan.store.tracking)
     if orphans:
-        on_note(f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
-                "that died: failed, its run closed as KILLED, its parameters queued again")
+        on_note(
+            f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
+            "that died: failed, its run closed as KILLED, its parameters queued again"
+        )
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["search.study"])
     live: dict[Connection, multiprocessing.process.BaseProcess] = {}
@@ -121,8 +138,9 @@ def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
         while True:
             while len(live) < workers and wanted(study, objective.trials) and not _past(deadline):
                 receive, send = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, daemon=True,
-                                          args=(plan, deadline, trials_per_process, workers, started, send))
+                process = context.Process(
+                    target=_worker, daemon=True, args=(plan, deadline, trials_per_process, workers, started, send)
+                )
                 process.start()
                 send.close()
                 live[receive] = process
@@ -142,8 +160,10 @@ def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
                 on_trial(payload)
                 failures = failures + 1 if payload.state is TrialState.FAIL else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
-                raise SetupError(f"{failures} trials failed in a row; see their reasons with `atelier show` "
-                                 "and fix the space or objective")
+                raise SetupError(
+                    f"{failures} trials failed in a row; see their reasons with `atelier show` "
+                    "and fix the space or objective"
+                )
     except KeyboardInterrupt:
         for process in live.values():  # they got the same Ctrl-C: let them close their trials' runs
             process.join(timeout=60)
@@ -153,16 +173,23 @@ def optimize(context: SearchContext, study: optuna.Study, storage: BaseStorage,
         raise
 
 
-def _ended(process: multiprocessing.process.BaseProcess, study: optuna.Study, storage: BaseStorage,
-           plan: SearchPlan, on_note: Callable[[str], None]) -> int:
+def _ended(
+    process: multiprocessing.process.BaseProcess,
+    study: optuna.Study,
+    storage: BaseStorage,
+    plan: SearchPlan,
+    on_note: Callable[[str], None],
+) -> int:
     """Reap a worker whose pipe closed; recover its trial if it died. Returns 1 if it died, else 0."""
     process.join()
     if process.exitcode == 0:
         return 0
     orphans = recover_orphans(study, storage, plan.store.tracking)
     how = f"signal {-process.exitcode}" if process.exitcode < 0 else f"status {process.exitcode}"
-    on_note(f"a worker process died ({how}); trial{'s' * (len(orphans) != 1)} "
-            f"{', '.join(map(str, orphans)) or 'none'} failed and queued again")
+    on_note(
+        f"a worker process died ({how}); trial{'s' * (len(orphans) != 1)} "
+        f"{', '.join(map(str, orphans)) or 'none'} failed and queued again"
+    )
     return 1
 
 
@@ -179,8 +206,7 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, slot: int,
-            send: Connection) -> None:
+def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, slot: int, send: Connection) -> None:
     """Run up to `limit` trials in this forked process (the `slot`-th started), sending a report after each."""
     objective = plan.objective
     limit_threads(max(1, len(os.sched_getaffinity(0)) // workers))
@@ -188,10 +214,12 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
     gc.collect()
     gc.freeze()  # libraries and data live as long as this process: keep them out of every collection
     try:
-        study = optuna.load_study(study_name=plan.study_name, storage=plan.store.storage(),
-                                  pruner=make_pruner(objective.pruner, objective.max_epochs))
-        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials) + slot,
-                                     objective.trials)
+        study = optuna.load_study(
+            study_name=plan.study_name,
+            storage=plan.store.storage(),
+            pruner=make_pruner(objective.pruner, objective.max_epochs),
+        )
+        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials) + slot, objective.trials)
         ctx = SearchContext.connect(plan)
         for _ in range(limit):
             if not wanted(study, objective.trials) or _past(deadline):

@@ -6,8 +6,13 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3,
-               TrialState.FAIL: 4}
+STATE_ORDER = {
+    TrialState.COMPLETE: 0,
+    TrialState.PRUNED: 1,
+    TrialState.RUNNING: 2,
+    TrialState.WAITING: 3,
+    TrialState.FAIL: 4,
+}
 SUMMARY_COLUMNS = ("best_val_accuracy", "best_epoch", "epochs", "n_params", "fit_seconds", "trial_seconds")
 
 

@@ -6,8 +6,9 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import mlflow.data
@@ -45,8 +46,10 @@ def check_tracking_uri(uri: str) -> str:
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0]
     if scheme not in TRACKING_SCHEMES or (scheme in ("http", "https") and not parsed.hostname):
-        raise SetupError(f"tracking URI '{redact(uri)}' is not one MLflow can use; give sqlite:///path/mlflow.db, "
-                         "postgresql://host/db or http://host:5000")
+        raise SetupError(
+            f"tracking URI '{redact(uri)}' is not one MLflow can use; give sqlite:///path/mlflow.db, "
+            "postgresql://host/db or http://host:5000"
+        )
     return uri
 
 
@@ -66,7 +69,8 @@ def redact(uri: str) -> str:
 def runs_page(tracking_uri: str, server_url: str) -> str:
     """The address of the newest study's table of runs in the MLflow UI (its 'Model training' view)."""
     experiments = MlflowClient(tracking_uri).search_experiments(
-        filter_string="tags.`atelier.study` != ''", order_by=["last_update_time DESC"], max_results=1)
+        filter_string="tags.`atelier.study` != ''", order_by=["last_update_time DESC"], max_results=1
+    )
     return f"{server_url}/#/experiments/{experiments[0].experiment_id}/runs" if experiments else server_url
 
 
@@ -76,8 +80,9 @@ def dataset_inputs(data: SearchData) -> list[DatasetInput]:
     for context, images in (("train", data.train), ("validation", data.val)):
         with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{data.name}-{context}",
-                                             source=data.source)
+            dataset = mlflow.data.from_numpy(
+                images.x, targets=images.y, name=f"{data.name}-{context}", source=data.source
+            )
         inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", context)]))
     return inputs
 
@@ -95,21 +100,29 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         try:
-            return self.client.create_experiment(study_name, artifact_location=self._artifact_location(study_name),
-                                                 tags=dict(tags))
+            return self.client.create_experiment(
+                study_name, artifact_location=self._artifact_location(study_name), tags=dict(tags)
+            )
         except MlflowException:
             found = self.client.get_experiment_by_name(study_name)  # another worker created it first
             if found is None:
                 raise
             return found.experiment_id
 
-    def start_trial(self, experiment_id: str, study_name: str, number: int, params: Mapping[str, Scalar],
-                    inputs: list[DatasetInput]) -> str:
+    def start_trial(
+        self, experiment_id: str, study_name: str, number: int, params: Mapping[str, Scalar], inputs: list[DatasetInput]
+    ) -> str:
         """Open the trial's run with its parameters and data; return its id."""
-        run = self.client.create_run(experiment_id, run_name=run_name(number), tags={
-            "atelier.kind": "trial", "atelier.study": study_name, "atelier.trial_number": str(number),
-            "atelier.state": TrialState.RUNNING.name,
-        })
+        run = self.client.create_run(
+            experiment_id,
+            run_name=run_name(number),
+            tags={
+                "atelier.kind": "trial",
+                "atelier.study": study_name,
+                "atelier.trial_number": str(number),
+                "atelier.state": TrialState.RUNNING.name,
+            },
+        )
         run_id = run.info.run_id
         self.log_params(run_id, params)
         self.log_inputs(run_id, inputs)

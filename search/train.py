@@ -5,13 +5,13 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
-from search.backend import keras
 import numpy as np
 import optuna
 
+from search.backend import keras
 from search.data import SearchData
 from search.errors import SetupError
 from search.schema import Scalar
@@ -50,8 +50,9 @@ class _Diverged(Exception):
 class _Watch(keras.callbacks.Callback):
     """Each epoch: guard against non-finite metrics, hand the metrics on, keep the best weights, prune."""
 
-    def __init__(self, monitor: str, direction: str, trial: optuna.trial.BaseTrial | None,
-                 on_epoch: EpochHook | None) -> None:
+    def __init__(
+        self, monitor: str, direction: str, trial: optuna.trial.BaseTrial | None, on_epoch: EpochHook | None
+    ) -> None:
         super().__init__()
         self.monitor, self.sign = monitor, (1.0 if direction == "minimize" else -1.0)
         self.trial, self.on_epoch = trial, on_epoch
@@ -68,8 +69,10 @@ class _Watch(keras.callbacks.Callback):
         if self.on_epoch is not None:
             self.on_epoch(step, metrics)
         if self.monitor not in metrics:
-            raise SetupError(f"training does not produce '{self.monitor}' (it reports "
-                             f"{', '.join(sorted(metrics))}); monitor one of those")
+            raise SetupError(
+                f"training does not produce '{self.monitor}' (it reports "
+                f"{', '.join(sorted(metrics))}); monitor one of those"
+            )
         broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
         if broken:
             raise _Diverged(f"{', '.join(broken)} became non-finite at epoch {step}")
@@ -94,24 +97,43 @@ class CosineDecay(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = self.initial * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
 
 
-def fit(model: keras.Model, data: SearchData, params: Mapping[str, Scalar], *, max_epochs: int,
-        monitor: str, direction: str, trial: optuna.trial.BaseTrial | None = None,
-        on_epoch: EpochHook | None = None, callbacks: Sequence[keras.callbacks.Callback] = (),
-        epochs: int | None = None, initial_epoch: int = 0, verbose: int = 0) -> FitResult:
+def fit(
+    model: keras.Model,
+    data: SearchData,
+    params: Mapping[str, Scalar],
+    *,
+    max_epochs: int,
+    monitor: str,
+    direction: str,
+    trial: optuna.trial.BaseTrial | None = None,
+    on_epoch: EpochHook | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+    verbose: int = 0,
+) -> FitResult:
     """Train up to epoch `epochs` (default `max_epochs`, the schedule's length), reporting `monitor` to `trial`.
 
     `callbacks` see each epoch before the pruner judges it. A completed fit ends holding its best
     epoch's weights; a non-finite metric stops it as diverged.
     """
     watch = _Watch(monitor, direction, trial, on_epoch)
-    schedule = [CosineDecay(float(params["learning_rate"]), max_epochs)] if params.get("lr_schedule") == "cosine" \
-        else []
+    schedule = (
+        [CosineDecay(float(params["learning_rate"]), max_epochs)] if params.get("lr_schedule") == "cosine" else []
+    )
     outcome, reason = FitOutcome.COMPLETED, ""
     started = time.perf_counter()
     try:
-        model.fit(data.train.x, data.train.y, batch_size=int(params["batch_size"]), epochs=epochs or max_epochs,
-                  initial_epoch=initial_epoch, validation_data=(data.val.x, data.val.y),
-                  callbacks=[*schedule, *callbacks, watch], verbose=verbose)
+        model.fit(
+            data.train.x,
+            data.train.y,
+            batch_size=int(params["batch_size"]),
+            epochs=epochs or max_epochs,
+            initial_epoch=initial_epoch,
+            validation_data=(data.val.x, data.val.y),
+            callbacks=[*schedule, *callbacks, watch],
+            verbose=verbose,
+        )
     except optuna.TrialPruned as pruned:
         outcome, reason = FitOutcome.PRUNED, str(pruned)
     except _Diverged as diverged:

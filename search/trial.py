@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass, field
-
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import optuna
 from mlflow.entities import DatasetInput
@@ -48,9 +47,14 @@ class SearchContext:
     def connect(cls, plan: SearchPlan) -> SearchContext:
         """Open MLflow in this process and find (or make) the study's experiment."""
         tracker = Tracker(plan.store.tracking)
-        experiment_id = tracker.experiment(plan.study_name, {
-            "atelier.study": plan.study_name, "atelier.space": plan.space.name,
-            "atelier.objective": plan.objective.name})
+        experiment_id = tracker.experiment(
+            plan.study_name,
+            {
+                "atelier.study": plan.study_name,
+                "atelier.space": plan.space.name,
+                "atelier.objective": plan.objective.name,
+            },
+        )
         return cls(plan, tracker, experiment_id)
 
 
@@ -76,8 +80,13 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     run_id = ctx.tracker.start_trial(ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs)
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
-        outcome = run_candidate(_builder(trial, ctx, params, run_id), plan.objective, plan.data, trial=trial,
-                                on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics))
+        outcome = run_candidate(
+            _builder(trial, ctx, params, run_id),
+            plan.objective,
+            plan.data,
+            trial=trial,
+            on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics),
+        )
         if outcome.model is not None:
             ctx.tracker.log_model_file(run_id, outcome.model)
     except (SetupError, KeyboardInterrupt) as error:
@@ -123,8 +132,9 @@ def _forget_models() -> None:
     keras.backend.clear_session()
 
 
-def _close(trial: optuna.Trial, ctx: SearchContext, run_id: str, state: TrialState, reason: str,
-           summary: dict[str, float]) -> None:
+def _close(
+    trial: optuna.Trial, ctx: SearchContext, run_id: str, state: TrialState, reason: str, summary: dict[str, float]
+) -> None:
     ctx.tracker.finish_trial(run_id, state, summary, reason)
     for key, value in summary.items():
         trial.set_user_attr(key, value)

@@ -59,8 +59,10 @@ def check_request(request: BenchRequest) -> _Checked:
     objective = load_objective(request.objective)
     space = load_space(request.space or objective.space)
     if space.hypermodel is not None:
-        raise SetupError(f"space {space.name} names a KerasTuner hypermodel; atelier bench drives a [params] space "
-                         "through Optuna and through KerasTuner alike; give --space a space file with [params]")
+        raise SetupError(
+            f"space {space.name} names a KerasTuner hypermodel; atelier bench drives a [params] space "
+            "through Optuna and through KerasTuner alike; give --space a space file with [params]"
+        )
     strategies = check_strategies(request.strategies)
     if request.budget_epochs < 1:
         raise SetupError(f"--budget-epochs {request.budget_epochs} leaves nothing to train; give at least 1")
@@ -69,8 +71,10 @@ def check_request(request: BenchRequest) -> _Checked:
     if request.target_accuracy is not None and not 0 < request.target_accuracy <= 1:
         raise SetupError(f"--target-accuracy {request.target_accuracy} is not an accuracy; give a share in (0, 1]")
     if any(count < 1 for count in request.memory_trials):
-        raise SetupError(f"--memory-trials {' '.join(map(str, request.memory_trials))}: counts of trials must be "
-                         "at least 1 (give none to skip the memory figures)")
+        raise SetupError(
+            f"--memory-trials {' '.join(map(str, request.memory_trials))}: counts of trials must be "
+            "at least 1 (give none to skip the memory figures)"
+        )
     folder = request.output or Path("bench-out") / f"{objective.name}-{space.name}"
     check_output_folder(folder)
     return _Checked(objective, space, strategies, folder)
@@ -93,27 +97,54 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
     from search.tracking import Tracker
 
     data = load_search_data(objective, request.data_dir)
-    say(f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
+    say(
+        f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
         f"{space.name}, {request.budget_epochs} epochs per strategy and seed (trials of at most "
-        f"{objective.max_epochs}), {request.seeds} seed{'s' * (request.seeds > 1)}")
+        f"{objective.max_epochs}), {request.seeds} seed{'s' * (request.seeds > 1)}"
+    )
     started = time.perf_counter()
-    results = run_bench(objective, space, data, checked.strategies, request.seeds, request.budget_epochs,
-                        lambda result: say(_job_line(result)))
-    memory = measure_memory(objective, space, request.data_dir, request.memory_trials) \
-        if request.memory_trials else None
+    results = run_bench(
+        objective,
+        space,
+        data,
+        checked.strategies,
+        request.seeds,
+        request.budget_epochs,
+        lambda result: say(_job_line(result)),
+    )
+    memory = (
+        measure_memory(objective, space, request.data_dir, request.memory_trials) if request.memory_trials else None
+    )
     report = write_bench_report(results, memory, request.budget_epochs, request.target_accuracy, checked.folder)
-    settings = {"objective": objective.name, "space": space.name, "seeds": request.seeds,
-                "budget_epochs": request.budget_epochs, "max_epochs": objective.max_epochs,
-                "strategies": " ".join(checked.strategies), "target_accuracy": request.target_accuracy,
-                "train_images": len(data.train), "validation_images": len(data.val),
-                "memory_trials": " ".join(map(str, request.memory_trials))}
-    experiment_id, run_id = log_bench_run(Tracker(store.tracking), f"{objective.name}-{space.name}", settings,
-                                          report, memory)
-    return BenchResult(report.summary, report.verdict, memory, checked.folder, report.files,
-                       run_address(store.tracking, experiment_id, run_id), time.perf_counter() - started)
+    settings = {
+        "objective": objective.name,
+        "space": space.name,
+        "seeds": request.seeds,
+        "budget_epochs": request.budget_epochs,
+        "max_epochs": objective.max_epochs,
+        "strategies": " ".join(checked.strategies),
+        "target_accuracy": request.target_accuracy,
+        "train_images": len(data.train),
+        "validation_images": len(data.val),
+        "memory_trials": " ".join(map(str, request.memory_trials)),
+    }
+    experiment_id, run_id = log_bench_run(
+        Tracker(store.tracking), f"{objective.name}-{space.name}", settings, report, memory
+    )
+    return BenchResult(
+        report.summary,
+        report.verdict,
+        memory,
+        checked.folder,
+        report.files,
+        run_address(store.tracking, experiment_id, run_id),
+        time.perf_counter() - started,
+    )
 
 
 def _job_line(result: RunResult) -> str:
-    return (f"{result.strategy} seed {result.seed}: best val_accuracy {max(result.val_accuracy, default=0):.4f} "
-            f"in {result.epochs} epochs, {result.trials} trials "
-            f"({', '.join(f'{n} {k}' for k, n in result.outcomes.items() if n)}), {result.wall_seconds:.0f} s")
+    return (
+        f"{result.strategy} seed {result.seed}: best val_accuracy {max(result.val_accuracy, default=0):.4f} "
+        f"in {result.epochs} epochs, {result.trials} trials "
+        f"({', '.join(f'{n} {k}' for k, n in result.outcomes.items() if n)}), {result.wall_seconds:.0f} s"
+    )

@@ -33,11 +33,11 @@ from search.config import Objective, Space
 IMAGES = 2000  # the stratified subsample the memory runs train on
 
 
-def measure_memory(objective: Objective, space: Space, data_dir: Path | None, counts: Sequence[int]
-                   ) -> pd.DataFrame:
+def measure_memory(objective: Objective, space: Space, data_dir: Path | None, counts: Sequence[int]) -> pd.DataFrame:
     """One row per library: peak RSS in MB after each count of trials, and the wall time per trial outside fit."""
-    tiny = replace(objective, data=replace(objective.data, subsample=IMAGES), trials=max(counts), max_epochs=1,
-                   timeout=None)
+    tiny = replace(
+        objective, data=replace(objective.data, subsample=IMAGES), trials=max(counts), max_epochs=1, timeout=None
+    )
     rows = []
     for library, measure in (("atelier", _atelier), ("kerastuner", _kerastuner)):
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -71,9 +71,10 @@ def _atelier(objective: Objective, space: Space, data_dir: Path | None) -> tuple
 
 
 def _kerastuner(objective: Objective, space: Space, data_dir: Path | None) -> tuple[list[float], float]:
-    from search.bench.strategies import kerastuner_objective, quiet  # first: it imports TensorFlow quietly
     import keras_tuner
+
     from search.bench.space_hypermodel import SpaceHyperModel
+    from search.bench.strategies import kerastuner_objective, quiet  # first: it imports TensorFlow quietly
     from search.data import load_search_data
     from search.trial import peak_rss_mb
 
@@ -88,9 +89,16 @@ def _kerastuner(objective: Objective, space: Space, data_dir: Path | None) -> tu
 
     hypermodel = SpaceHyperModel(space, objective, data)
     with tempfile.TemporaryDirectory(prefix="atelier-memory-") as folder:
-        tuner = Measured(hypermodel, objective=kerastuner_objective(objective), max_trials=objective.trials,
-                         seed=objective.seed, directory=folder, project_name="memory", overwrite=True,
-                         max_consecutive_failed_trials=sys.maxsize)
+        tuner = Measured(
+            hypermodel,
+            objective=kerastuner_objective(objective),
+            max_trials=objective.trials,
+            seed=objective.seed,
+            directory=folder,
+            project_name="memory",
+            overwrite=True,
+            max_consecutive_failed_trials=sys.maxsize,
+        )
         started = time.perf_counter()
         tuner.search(epochs=1, verbose=0)
         wall = time.perf_counter() - started

@@ -13,12 +13,22 @@ from search.tables import render
 from search.tracking import Tracker
 
 EXPERIMENT, KIND = "bench", "bench"
-SUMMARY_METRICS = ("best_val_acc", "best_min", "best_max", "epochs_to_kt_hb_best", "epochs_to_target", "epochs",
-                   "trials", "pruned", "outside_fit_s_per_trial")
+SUMMARY_METRICS = (
+    "best_val_acc",
+    "best_min",
+    "best_max",
+    "epochs_to_kt_hb_best",
+    "epochs_to_target",
+    "epochs",
+    "trials",
+    "pruned",
+    "outside_fit_s_per_trial",
+)
 
 
-def log_bench_run(tracker: Tracker, name: str, settings: Mapping[str, object], report: BenchReport,
-                  memory: pd.DataFrame | None) -> tuple[str, str]:
+def log_bench_run(
+    tracker: Tracker, name: str, settings: Mapping[str, object], report: BenchReport, memory: pd.DataFrame | None
+) -> tuple[str, str]:
     """Log the bench to a new run of the `bench` experiment; return (experiment id, run id).
 
     Metrics: `STRATEGY/FIGURE` from the summary (inf, a target never reached, is left out),
@@ -30,22 +40,31 @@ def log_bench_run(tracker: Tracker, name: str, settings: Mapping[str, object], r
     note = f"**atelier bench** {name}\n\n{render(report.summary, 'markdown')}"
     if report.verdict:
         note += f"\n{report.verdict}\n"
-    run_id = client.create_run(experiment_id, run_name=name,
-                               tags={"atelier.kind": KIND, "mlflow.note.content": note}).info.run_id
+    run_id = client.create_run(
+        experiment_id, run_name=name, tags={"atelier.kind": KIND, "mlflow.note.content": note}
+    ).info.run_id
     now = int(time.time() * 1000)
-    metrics = [Metric(f"{row['strategy']}/{column}", float(row[column]), now, 0)
-               for row in report.summary.to_dict("records") for column in SUMMARY_METRICS
-               if column in row and pd.notna(row[column]) and abs(float(row[column])) != float("inf")]
+    metrics = [
+        Metric(f"{row['strategy']}/{column}", float(row[column]), now, 0)
+        for row in report.summary.to_dict("records")
+        for column in SUMMARY_METRICS
+        if column in row and pd.notna(row[column]) and abs(float(row[column])) != float("inf")
+    ]
     medians = report.curves.groupby(["strategy", "epoch"], sort=False)["best_val_acc"].median()
-    metrics += [Metric(f"best_val_acc/{strategy}", float(value), now, int(epoch))
-                for (strategy, epoch), value in medians.items()]
+    metrics += [
+        Metric(f"best_val_acc/{strategy}", float(value), now, int(epoch))
+        for (strategy, epoch), value in medians.items()
+    ]
     if memory is not None:
-        metrics += [Metric(f"{row['library']}/{column}", float(value), now, 0)
-                    for row in memory.to_dict("records") for column, value in row.items()
-                    if column.startswith(("rss_mb", "outside")) and pd.notna(value)]
+        metrics += [
+            Metric(f"{row['library']}/{column}", float(value), now, 0)
+            for row in memory.to_dict("records")
+            for column, value in row.items()
+            if column.startswith(("rss_mb", "outside")) and pd.notna(value)
+        ]
     params = [Param(key, str(value)) for key, value in settings.items()]
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
-        client.log_batch(run_id, metrics=metrics[start:start + 1000], params=params if start == 0 else [])
+        client.log_batch(run_id, metrics=metrics[start : start + 1000], params=params if start == 0 else [])
     for path in report.files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED")

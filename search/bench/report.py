@@ -22,7 +22,12 @@ from search.bench.strategies import REFERENCE, RunResult  # noqa: E402
 
 OUTCOMES = ("finished", "pruned", "cut", "skipped", "failed")
 SUMMARY_CSV, RUNS_CSV, CURVES_CSV, MEMORY_CSV, CURVES_PNG = (
-    "bench.csv", "bench_runs.csv", "curves.csv", "memory.csv", "best_so_far.png")
+    "bench.csv",
+    "bench_runs.csv",
+    "curves.csv",
+    "memory.csv",
+    "best_so_far.png",
+)
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,22 @@ def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFra
     reference = {r.seed: float(np.nanmax(r.val_accuracy)) for r in results if r.strategy == REFERENCE and r.epochs}
     rows = []
     for result in results:
-        row: dict[str, object] = {"strategy": result.strategy, "seed": result.seed,
-                                  "best_val_acc": float(np.nanmax(result.val_accuracy)) if result.epochs else math.nan}
+        row: dict[str, object] = {
+            "strategy": result.strategy,
+            "seed": result.seed,
+            "best_val_acc": float(np.nanmax(result.val_accuracy)) if result.epochs else math.nan,
+        }
         if result.seed in reference:
             row["epochs_to_kt_hb_best"] = epochs_to_reach(result, reference[result.seed])
         if target is not None:
             row["epochs_to_target"] = epochs_to_reach(result, target)
         row |= {"epochs": result.epochs, "trials": result.trials}
         row |= {outcome: result.outcomes.get(outcome, 0) for outcome in OUTCOMES}
-        row |= {"wall_s": result.wall_seconds, "fit_s": result.fit_seconds,
-                "outside_fit_s_per_trial": (result.wall_seconds - result.fit_seconds) / max(result.trials, 1)}
+        row |= {
+            "wall_s": result.wall_seconds,
+            "fit_s": result.fit_seconds,
+            "outside_fit_s_per_trial": (result.wall_seconds - result.fit_seconds) / max(result.trials, 1),
+        }
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -74,25 +85,38 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per strategy, in the order run: medians over seeds, the best accuracy's range, targets reached."""
     rows = []
     for strategy, group in runs.groupby("strategy", sort=False):
-        row: dict[str, object] = {"strategy": strategy, "seeds": len(group),
-                                  "best_val_acc": group["best_val_acc"].median(),
-                                  "best_min": group["best_val_acc"].min(), "best_max": group["best_val_acc"].max()}
-        for column, reached in (("epochs_to_kt_hb_best", "reached_kt_hb_best"),
-                                ("epochs_to_target", "reached_target")):
+        row: dict[str, object] = {
+            "strategy": strategy,
+            "seeds": len(group),
+            "best_val_acc": group["best_val_acc"].median(),
+            "best_min": group["best_val_acc"].min(),
+            "best_max": group["best_val_acc"].max(),
+        }
+        for column, reached in (("epochs_to_kt_hb_best", "reached_kt_hb_best"), ("epochs_to_target", "reached_target")):
             if column in group:
                 row[column] = float(np.median(group[column]))
                 row[reached] = f"{int(np.isfinite(group[column]).sum())}/{len(group)}"
         for column in ("epochs", "trials", *OUTCOMES, "wall_s", "outside_fit_s_per_trial"):
             row[column] = group[column].median()
         rows.append(row)
-    return pd.DataFrame(rows).round({"best_val_acc": 4, "best_min": 4, "best_max": 4, "wall_s": 1,
-                                     "outside_fit_s_per_trial": 3})
+    return pd.DataFrame(rows).round(
+        {"best_val_acc": 4, "best_min": 4, "best_max": 4, "wall_s": 1, "outside_fit_s_per_trial": 3}
+    )
 
 
 def curves_table(results: Sequence[RunResult]) -> pd.DataFrame:
     """Best validation accuracy so far against epochs trained, one row per (strategy, seed, epoch)."""
-    frames = [pd.DataFrame({"strategy": r.strategy, "seed": r.seed, "epoch": np.arange(1, r.epochs + 1),
-                            "best_val_acc": best_so_far(r)}) for r in results]
+    frames = [
+        pd.DataFrame(
+            {
+                "strategy": r.strategy,
+                "seed": r.seed,
+                "epoch": np.arange(1, r.epochs + 1),
+                "best_val_acc": best_so_far(r),
+            }
+        )
+        for r in results
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -104,10 +128,12 @@ def verdict(runs: pd.DataFrame) -> str | None:
     ratios = paired["atelier"] / paired[REFERENCE]
     ratio = float(np.median(ratios))
     reached = int(np.isfinite(paired["atelier"]).sum())
-    return (f"atelier reached KerasTuner Hyperband's best val_accuracy in {reached} of {len(paired)} seeds; "
-            f"median {np.median(paired['atelier']):g} epochs against Hyperband's {np.median(paired[REFERENCE]):g}; "
-            f"ratio per seed {', '.join(f'{r:.2f}' for r in ratios)}, median {ratio:.2f} "
-            f"(the product target is at most 0.33: {'met' if ratio <= 1 / 3 else 'not met'})")
+    return (
+        f"atelier reached KerasTuner Hyperband's best val_accuracy in {reached} of {len(paired)} seeds; "
+        f"median {np.median(paired['atelier']):g} epochs against Hyperband's {np.median(paired[REFERENCE]):g}; "
+        f"ratio per seed {', '.join(f'{r:.2f}' for r in ratios)}, median {ratio:.2f} "
+        f"(the product target is at most 0.33: {'met' if ratio <= 1 / 3 else 'not met'})"
+    )
 
 
 def plot_curves(curves: pd.DataFrame, budget: int, target: float | None, path: Path) -> Path:
@@ -117,7 +143,7 @@ def plot_curves(curves: pd.DataFrame, budget: int, target: float | None, path: P
     for strategy, group in curves.groupby("strategy", sort=False):
         grid = group.pivot(index="epoch", columns="seed", values="best_val_acc").reindex(range(1, budget + 1))
         epochs = grid.index.to_numpy()
-        line, = axes.plot(epochs, grid.median(axis=1), label=strategy)
+        (line,) = axes.plot(epochs, grid.median(axis=1), label=strategy)
         axes.fill_between(epochs, grid.min(axis=1), grid.max(axis=1), color=line.get_color(), alpha=0.15)
     if target is not None:
         axes.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
@@ -132,15 +158,16 @@ def plot_curves(curves: pd.DataFrame, budget: int, target: float | None, path: P
     return path
 
 
-def write_bench_report(results: Sequence[RunResult], memory: pd.DataFrame | None, budget: int,
-                       target: float | None, folder: Path) -> BenchReport:
+def write_bench_report(
+    results: Sequence[RunResult], memory: pd.DataFrame | None, budget: int, target: float | None, folder: Path
+) -> BenchReport:
     """Tables as CSV and the curves as PNG in `folder` (made if missing)."""
     folder.mkdir(parents=True, exist_ok=True)
     runs = runs_table(results, target)
     summary = summary_table(runs)
     curves = curves_table(results)
     files = [folder / SUMMARY_CSV, folder / RUNS_CSV, folder / CURVES_CSV]
-    for table, path in zip((summary, runs, curves), files):
+    for table, path in zip((summary, runs, curves), files, strict=False):
         table.to_csv(path, index=False)
     if memory is not None:
         files.append(folder / MEMORY_CSV)

@@ -8,13 +8,15 @@ trial core (`search.candidate`), as `atelier run` does.
 
 from __future__ import annotations
 
+from search.backend import keras  # first: it imports TensorFlow without its start-up chatter
+
+# isort: split
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras_tuner
 from optuna.trial import TrialState
 
-from search.backend import keras
 from search.candidate import Rejected, build_checked, space_build, train_built
 from search.config import Objective, Space
 from search.data import SearchData
@@ -32,8 +34,9 @@ class HpTrial:
         # With log sampling KerasTuner reads `step` as a multiplier; Optuna's log ranges are unstepped.
         return self.hp.Int(name, low, high, step=None if log else step, sampling="log" if log else "linear")
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         return self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear")
 
     def suggest_categorical(self, name: str, choices: Sequence[Scalar]) -> Scalar:
@@ -49,8 +52,9 @@ class SpaceHyperModel(keras_tuner.HyperModel):
     after KerasTuner's own.
     """
 
-    def __init__(self, space: Space, objective: Objective, data: SearchData,
-                 callbacks: Sequence[keras.callbacks.Callback] = ()) -> None:
+    def __init__(
+        self, space: Space, objective: Objective, data: SearchData, callbacks: Sequence[keras.callbacks.Callback] = ()
+    ) -> None:
         super().__init__(name=space.name)
         self.space, self.objective, self.data = space, objective, data
         self.callbacks = list(callbacks)
@@ -69,15 +73,22 @@ class SpaceHyperModel(keras_tuner.HyperModel):
             raise keras_tuner.errors.FailedTrialError(rejected.outcome.reason) from None
         return model
 
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
-            ) -> Mapping[str, float]:
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> Mapping[str, float]:
         """Train as an atelier trial does, from `initial_epoch` to `epochs` as the tuner asks; the best epoch's
         metrics are the trial's result."""
         if args or "x" in kwargs:
             raise TypeError("SpaceHyperModel trains on the data it was made with; call the tuner's search without data")
-        outcome = train_built(model, self.params(hp), self.objective, self.data,
-                              callbacks=[*kwargs.get("callbacks", ()), *self.callbacks], epochs=kwargs["epochs"],
-                              initial_epoch=kwargs.get("initial_epoch", 0))
+        outcome = train_built(
+            model,
+            self.params(hp),
+            self.objective,
+            self.data,
+            callbacks=[*kwargs.get("callbacks", ()), *self.callbacks],
+            epochs=kwargs["epochs"],
+            initial_epoch=kwargs.get("initial_epoch", 0),
+        )
         self.fit_seconds += outcome.summary.get("fit_seconds", 0.0)
         if outcome.state is TrialState.FAIL:
             raise keras_tuner.errors.FailedTrialError(outcome.reason)

@@ -18,6 +18,9 @@ Strategies:
 
 from __future__ import annotations
 
+from search.backend import keras  # first: it imports TensorFlow without its start-up chatter
+
+# isort: split
 import gc
 import math
 import multiprocessing
@@ -31,9 +34,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from search.backend import keras
 import keras_tuner
 import optuna
+
 # KerasTuner prints the traceback of every failed trial (too large ones too) while its module-level flag
 # `config.DEBUG` is set, and offers no public switch for it (1.4.x): this internal module is the only way.
 from keras_tuner.src import config as keras_tuner_config
@@ -132,8 +135,15 @@ class RunResult:
         return sum(self.outcomes.values())
 
 
-def run_bench(objective: Objective, space: Space, data: SearchData, strategies: Sequence[str], seeds: int,
-              budget: int, on_result: Callable[[RunResult], None]) -> list[RunResult]:
+def run_bench(
+    objective: Objective,
+    space: Space,
+    data: SearchData,
+    strategies: Sequence[str],
+    seeds: int,
+    budget: int,
+    on_result: Callable[[RunResult], None],
+) -> list[RunResult]:
     """Every strategy once per seed (seeds `objective.seed` onwards), one job at a time, each in a fresh process.
 
     Jobs alternate strategies within a seed, so a change in the machine's load falls on all of them.
@@ -163,23 +173,31 @@ def run_job(job: Job) -> RunResult:
             outcomes, fit_seconds = _optuna_search(job, ledger)
         else:
             outcomes, fit_seconds = _kerastuner_search(job, ledger, Path(folder))
-    return RunResult(job.strategy, job.seed, tuple(ledger.val_accuracy), dict(outcomes),
-                     time.perf_counter() - started, fit_seconds)
+    return RunResult(
+        job.strategy, job.seed, tuple(ledger.val_accuracy), dict(outcomes), time.perf_counter() - started, fit_seconds
+    )
 
 
 def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
     """Ask and tell trials until the budget is spent; each trial runs through atelier's trial core."""
     objective, data = job.objective, job.data
     sampler_name, pruner_name = OPTUNA[job.strategy]
-    study = optuna.create_study(direction=objective.direction,
-                                sampler=make_sampler(sampler_name, job.seed, objective.trials),
-                                pruner=make_pruner(pruner_name, objective.max_epochs))
+    study = optuna.create_study(
+        direction=objective.direction,
+        sampler=make_sampler(sampler_name, job.seed, objective.trials),
+        pruner=make_pruner(pruner_name, objective.max_epochs),
+    )
     outcomes: Counter[str] = Counter()
     fit_seconds = 0.0
     while not ledger.spent:
         trial = study.ask()
-        outcome = run_candidate(space_build(sample(trial, job.space), data), objective, data, trial=trial,
-                                callbacks=[LedgerCallback(ledger)])
+        outcome = run_candidate(
+            space_build(sample(trial, job.space), data),
+            objective,
+            data,
+            trial=trial,
+            callbacks=[LedgerCallback(ledger)],
+        )
         keras.backend.clear_session()
         outcomes[_label(outcome, ledger)] += 1
         fit_seconds += outcome.summary.get("fit_seconds", 0.0)
@@ -214,15 +232,29 @@ def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[
     hypermodel = SpaceHyperModel(job.space, objective, data, callbacks=[LedgerCallback(ledger)])
     tuner_class = keras_tuner.Hyperband if job.strategy == "kt-hyperband" else keras_tuner.BayesianOptimization
     budgeted = type(f"Budgeted{tuner_class.__name__}", (_Budgeted, tuner_class), {"ledger": ledger})
-    settings = {"max_epochs": objective.max_epochs, "factor": 3, "hyperband_iterations": None} \
-        if job.strategy == "kt-hyperband" else {"max_trials": None}
-    tuner = budgeted(hypermodel, objective=kerastuner_objective(objective), seed=job.seed, directory=str(folder),
-                     project_name=job.strategy, overwrite=True, max_consecutive_failed_trials=sys.maxsize,
-                     **settings)
+    settings = (
+        {"max_epochs": objective.max_epochs, "factor": 3, "hyperband_iterations": None}
+        if job.strategy == "kt-hyperband"
+        else {"max_trials": None}
+    )
+    tuner = budgeted(
+        hypermodel,
+        objective=kerastuner_objective(objective),
+        seed=job.seed,
+        directory=str(folder),
+        project_name=job.strategy,
+        overwrite=True,
+        max_consecutive_failed_trials=sys.maxsize,
+        **settings,
+    )
     tuner.search(epochs=objective.max_epochs, verbose=0)  # the hypermodel trains on its own data
     states = Counter(trial.status for trial in tuner.oracle.trials.values())
-    outcomes = Counter(finished=states["COMPLETED"] - ledger.cut, cut=int(ledger.cut), skipped=hypermodel.skipped,
-                       failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped)
+    outcomes = Counter(
+        finished=states["COMPLETED"] - ledger.cut,
+        cut=int(ledger.cut),
+        skipped=hypermodel.skipped,
+        failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped,
+    )
     return outcomes, hypermodel.fit_seconds
 
 

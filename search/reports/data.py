@@ -41,8 +41,16 @@ def class_counts(data: SearchData) -> pd.DataFrame:
     train = np.bincount(data.train.y, minlength=n_classes)
     validation = np.bincount(data.val.y, minlength=n_classes)
     total = train + validation
-    return pd.DataFrame({"label": np.arange(n_classes), "class": list(data.class_names), "train": train,
-                         "validation": validation, "total": total, "share": (total / total.sum()).round(4)})
+    return pd.DataFrame(
+        {
+            "label": np.arange(n_classes),
+            "class": list(data.class_names),
+            "train": train,
+            "validation": validation,
+            "total": total,
+            "share": (total / total.sum()).round(4),
+        }
+    )
 
 
 def pixel_histogram(images: np.ndarray) -> np.ndarray:
@@ -53,7 +61,7 @@ def pixel_histogram(images: np.ndarray) -> np.ndarray:
     pixels = images.reshape(-1, images.shape[-1])
     counts = np.zeros((pixels.shape[1], PIXEL_VALUES), dtype=np.int64)
     for start in range(0, len(pixels), HISTOGRAM_CHUNK):
-        chunk = pixels[start:start + HISTOGRAM_CHUNK]
+        chunk = pixels[start : start + HISTOGRAM_CHUNK]
         for channel in range(pixels.shape[1]):
             counts[channel] += np.bincount(chunk[:, channel], minlength=PIXEL_VALUES)
     return counts
@@ -66,10 +74,18 @@ def summary(data: SearchData) -> dict[str, object]:
     present = np.flatnonzero(counts)
     mean = float(values @ counts / counts.sum())
     std = float(np.sqrt(((values - mean) ** 2) @ counts / counts.sum()))
-    return {"name": data.name, "source": data.source, "train_images": len(data.train),
-            "validation_images": len(data.val), "image_shape": list(data.input_shape), "classes": data.n_classes,
-            "pixel_mean": round(mean, 3), "pixel_std": round(std, 3),
-            "pixel_min": int(present[0]), "pixel_max": int(present[-1])}
+    return {
+        "name": data.name,
+        "source": data.source,
+        "train_images": len(data.train),
+        "validation_images": len(data.val),
+        "image_shape": list(data.input_shape),
+        "classes": data.n_classes,
+        "pixel_mean": round(mean, 3),
+        "pixel_std": round(std, 3),
+        "pixel_min": int(present[0]),
+        "pixel_max": int(present[-1]),
+    }
 
 
 def class_counts_figure(counts: pd.DataFrame, title: str) -> Figure:
@@ -90,8 +106,9 @@ def class_counts_figure(counts: pd.DataFrame, title: str) -> Figure:
     return figure
 
 
-def sample_indices(labels: np.ndarray, n_classes: int, per_class: int = SAMPLES_PER_CLASS,
-                   seed: int = SAMPLE_SEED) -> list[np.ndarray]:
+def sample_indices(
+    labels: np.ndarray, n_classes: int, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED
+) -> list[np.ndarray]:
     """For each class, up to `per_class` of its images' indices, drawn without replacement with a fixed seed."""
     rng = np.random.default_rng(seed)
     chosen = []
@@ -101,8 +118,9 @@ def sample_indices(labels: np.ndarray, n_classes: int, per_class: int = SAMPLES_
     return chosen
 
 
-def samples_figure(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str,
-                   per_class: int = SAMPLES_PER_CLASS) -> Figure:
+def samples_figure(
+    images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], title: str, per_class: int = SAMPLES_PER_CLASS
+) -> Figure:
     """A grid of sample images, one row per class labelled with its name (drawn as one mosaic, so it stays fast)."""
     rows = [images[indices] for indices in sample_indices(labels, len(class_names), per_class)]
     height = images.shape[1]
@@ -131,17 +149,22 @@ def mean_images_figure(images: np.ndarray, labels: np.ndarray, class_names: tupl
     cell = min(2 * CELL_INCHES, GRID_MAX_INCHES / n_rows)
     band = int(np.ceil(TITLE_INCHES / cell * height))  # white pixel rows above each image for the titles
     means = class_means(images, labels, len(class_names))
-    tiles = [np.full(shape, 255, dtype=np.uint8) if mean is None else np.round(mean).astype(np.uint8)
-             for mean in means]
-    rows = [np.stack(tiles[start:start + columns]) for start in range(0, len(tiles), columns)]
+    tiles = [np.full(shape, 255, dtype=np.uint8) if mean is None else np.round(mean).astype(np.uint8) for mean in means]
+    rows = [np.stack(tiles[start : start + columns]) for start in range(0, len(tiles), columns)]
     figure = Figure(figsize=(max(MIN_WIDTH_INCHES, cell * columns + 0.4), (cell + TITLE_INCHES) * n_rows + 0.5))
     axes = figure.subplots()
     _show(axes, _mosaic(rows, columns, shape, band))
     _bare(axes)
-    for index, (name, mean) in enumerate(zip(class_names, means)):
+    for index, (name, mean) in enumerate(zip(class_names, means, strict=True)):
         row, column = divmod(index, columns)
-        axes.text(column * (width + 1) + width / 2, row * (band + height + 1) + band - 0.5,
-                  f"{name} (no images)" if mean is None else name, ha="center", va="bottom", fontsize=8)
+        axes.text(
+            column * (width + 1) + width / 2,
+            row * (band + height + 1) + band - 0.5,
+            f"{name} (no images)" if mean is None else name,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     axes.set_title(title)
     figure.tight_layout()
     return figure
@@ -156,7 +179,7 @@ def pixel_histogram_figure(images: np.ndarray, title: str) -> Figure:
     if len(counts) == 1:
         axes.stairs(counts[0], edges, fill=True, alpha=0.8)
     else:
-        for channel, name in zip(counts, _channel_names(len(counts))):
+        for channel, name in zip(counts, _channel_names(len(counts)), strict=True):
             axes.stairs(channel, edges, label=name, color=name if len(counts) == 3 else None)
         axes.legend()
     axes.set_yscale("log")
@@ -177,8 +200,10 @@ def write_data_report(data: SearchData, folder: Path) -> list[Path]:
     figures = [
         _save(class_counts_figure(counts, f"{name}: images per class"), folder / "class_counts.png"),
         _save(samples_figure(x, y, data.class_names, f"{name}: train samples"), folder / "samples.png"),
-        _save(mean_images_figure(x, y, data.class_names, f"{name}: mean train image per class"),
-              folder / "mean_images.png"),
+        _save(
+            mean_images_figure(x, y, data.class_names, f"{name}: mean train image per class"),
+            folder / "mean_images.png",
+        ),
         _save(pixel_histogram_figure(x, f"{name}: train pixel values"), folder / "pixel_histogram.png"),
     ]
     table, summary_file = folder / "class_counts.csv", folder / "summary.json"
@@ -230,7 +255,7 @@ def _mosaic(rows: list[np.ndarray], columns: int, shape: tuple[int, ...], band: 
     for row, row_images in enumerate(rows):
         for column, image in enumerate(row_images):
             top, left = row * block + band, column * (width + 1)
-            mosaic[top:top + height, left:left + width] = image
+            mosaic[top : top + height, left : left + width] = image
     return mosaic
 
 

@@ -41,16 +41,20 @@ def run_address(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{root}/{run_path(experiment_id, run_id)}"
 
 
-def publish_study_report(study: optuna.Study, tracker: Tracker, experiment_id: str, keep_in: Path | None = None
-                         ) -> tuple[str, StudyReport]:
+def publish_study_report(
+    study: optuna.Study, tracker: Tracker, experiment_id: str, keep_in: Path | None = None
+) -> tuple[str, StudyReport]:
     """Write the study's report and log it to the study's report run (made on first use); return the run's id.
 
     The files are written to `keep_in` when given, else to a temporary folder.
     """
     client = tracker.client
-    run_id = _find_run(client, [experiment_id], f"tags.`atelier.kind` = '{STUDY_KIND}'") or client.create_run(
-        experiment_id, run_name=STUDY_RUN,
-        tags={"atelier.kind": STUDY_KIND, "atelier.study": study.study_name}).info.run_id
+    run_id = (
+        _find_run(client, [experiment_id], f"tags.`atelier.kind` = '{STUDY_KIND}'")
+        or client.create_run(
+            experiment_id, run_name=STUDY_RUN, tags={"atelier.kind": STUDY_KIND, "atelier.study": study.study_name}
+        ).info.run_id
+    )
     with tempfile.TemporaryDirectory() as scratch:
         folder = keep_in or Path(scratch)
         report = write_study_report(study, folder, lambda trial_run: run_path(experiment_id, trial_run))
@@ -64,8 +68,10 @@ def publish_study_report(study: optuna.Study, tracker: Tracker, experiment_id: s
     tags = [RunTag("mlflow.note.content", _description(study, report, experiment_id, data_link))]
     if report.best is not None:
         metrics.append(Metric(f"best_{study.user_attrs.get('metric', 'value')}", report.best.value, now, step))
-        tags += [RunTag("atelier.best_trial", str(report.best.number)),
-                 RunTag("atelier.best_run_id", report.best.user_attrs.get("mlflow_run_id", ""))]
+        tags += [
+            RunTag("atelier.best_trial", str(report.best.number)),
+            RunTag("atelier.best_run_id", report.best.user_attrs.get("mlflow_run_id", "")),
+        ]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     client.set_terminated(run_id, "FINISHED")
     return run_id, report
@@ -90,14 +96,17 @@ def report_study(store: Store, study_name: str | None, keep_in: Path | None = No
     tracker = Tracker(store.tracking)
     experiment = tracker.client.get_experiment_by_name(study.study_name)
     if experiment is None:
-        raise SetupError(f"study '{study.study_name}' has no MLflow experiment in {redact(store.tracking)}; pass "
-                         "the --tracking-uri its search used")
+        raise SetupError(
+            f"study '{study.study_name}' has no MLflow experiment in {redact(store.tracking)}; pass "
+            "the --tracking-uri its search used"
+        )
     run_id, report = publish_study_report(study, tracker, experiment.experiment_id, keep_in)
     return PublishedReport(study, report, run_address(store.tracking, experiment.experiment_id, run_id))
 
 
-def publish_data_report(data: SearchData, inputs: list[DatasetInput], tracker: Tracker, experiment_id: str
-                        ) -> tuple[str, bool]:
+def publish_data_report(
+    data: SearchData, inputs: list[DatasetInput], tracker: Tracker, experiment_id: str
+) -> tuple[str, bool]:
     """The run holding the report of this search's data: found by digest in any experiment, or logged here.
 
     Returns the run's id and whether it was made now.
@@ -110,9 +119,16 @@ def publish_data_report(data: SearchData, inputs: list[DatasetInput], tracker: T
         client.set_experiment_tag(experiment_id, DATA_REPORT_TAG, found)
         return found, False
     figures = summary(data)
-    run_id = client.create_run(experiment_id, run_name=f"{DATA_RUN}-{data.name}", tags={
-        "atelier.kind": DATA_KIND, "atelier.data_digest": key, "atelier.data_source": data.source,
-        "mlflow.note.content": _data_description(data, figures)}).info.run_id
+    run_id = client.create_run(
+        experiment_id,
+        run_name=f"{DATA_RUN}-{data.name}",
+        tags={
+            "atelier.kind": DATA_KIND,
+            "atelier.data_digest": key,
+            "atelier.data_source": data.source,
+            "mlflow.note.content": _data_description(data, figures),
+        },
+    ).info.run_id
     client.set_experiment_tag(experiment_id, DATA_REPORT_TAG, run_id)
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in figures.items()])
     tracker.log_inputs(run_id, inputs)
@@ -135,11 +151,18 @@ def _description(study: optuna.Study, report: StudyReport, experiment_id: str, d
     if report.best is not None:
         best = report.best
         link = run_path(experiment_id, best.user_attrs.get("mlflow_run_id", ""))
-        lines += [f"Best: [trial {best.number}]({link}), {study.user_attrs.get('metric', 'value')} "
-                  f"{best.value:.4f}.", "", "| parameter | value |", "|---|---|"]
+        lines += [
+            f"Best: [trial {best.number}]({link}), {study.user_attrs.get('metric', 'value')} {best.value:.4f}.",
+            "",
+            "| parameter | value |",
+            "|---|---|",
+        ]
         lines += [f"| {name} | {value} |" for name, value in best.params.items()]
-    lines += ["", "Artifacts: `report.html` (every plot, interactive), PNG figures, `trials.csv` (all trials), "
-              "`best_trial.json`."]
+    lines += [
+        "",
+        "Artifacts: `report.html` (every plot, interactive), PNG figures, `trials.csv` (all trials), "
+        "`best_trial.json`.",
+    ]
     if data_link:
         lines += ["", f"The data these trials trained on: [data report]({data_link})."]
     return "\n".join(lines)
@@ -147,6 +170,11 @@ def _description(study: optuna.Study, report: StudyReport, experiment_id: str, d
 
 def _data_description(data: SearchData, figures: dict[str, object]) -> str:
     """The data report run's description (Markdown): what was read, and the summary figures."""
-    lines = [f"**Data {data.name}** from `{data.source}`: the train and validation splits a search uses "
-             "(the test split is read by `atelier promote` alone).", "", "| figure | value |", "|---|---|"]
+    lines = [
+        f"**Data {data.name}** from `{data.source}`: the train and validation splits a search uses "
+        "(the test split is read by `atelier promote` alone).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
     return "\n".join(lines + [f"| {name} | {value} |" for name, value in figures.items()])

@@ -8,9 +8,9 @@ from __future__ import annotations
 import html
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -33,8 +33,12 @@ MAIN_PARAMS = 6  # the parameters drawn in the parallel-coordinate and slice plo
 PAGE = "report.html"
 TRIALS_CSV = "trials.csv"
 BEST_TRIAL = "best_trial.json"
-COUNTED_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-                  TrialState.RUNNING: "running"}  # the report's names: metrics trials_complete ... trials_running
+COUNTED_STATES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running",
+}  # the report's names: metrics trials_complete ... trials_running
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,9 @@ def tally(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {state}" for state, count in counts.items() if count)
 
 
-def write_study_report(study: optuna.Study, folder: Path, run_link: Callable[[str], str] = lambda run_id: run_id
-                       ) -> StudyReport:
+def write_study_report(
+    study: optuna.Study, folder: Path, run_link: Callable[[str], str] = lambda run_id: run_id
+) -> StudyReport:
     """Write the figures (PNG), `report.html` (the same plots, interactive), `trials.csv` and `best_trial.json`.
 
     `run_link` turns an MLflow run id into the address the page links to.
@@ -109,25 +114,35 @@ def _main_params(study: optuna.Study, importances: dict[str, float]) -> list[str
     return list(seen.index[:MAIN_PARAMS])
 
 
-def _plots(study: optuna.Study, complete: list[optuna.trial.FrozenTrial], importances: dict[str, float], main: list[str]
-           ) -> dict[str, tuple[Callable[[], Figure], Callable[[], go.Figure]]]:
+def _plots(
+    study: optuna.Study, complete: list[optuna.trial.FrozenTrial], importances: dict[str, float], main: list[str]
+) -> dict[str, tuple[Callable[[], Figure], Callable[[], go.Figure]]]:
     """Each plot the study's trials allow, by name: (matplotlib figure maker, plotly figure maker)."""
     plots = {}
     if complete:
-        plots["optimization_history"] = (lambda: _figure(static.plot_optimization_history(study)),
-                                         lambda: interactive.plot_optimization_history(study))
+        plots["optimization_history"] = (
+            lambda: _figure(static.plot_optimization_history(study)),
+            lambda: interactive.plot_optimization_history(study),
+        )
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate_values"] = (lambda: _intermediate_values_figure(study),
-                                        lambda: interactive.plot_intermediate_values(study))
+        plots["intermediate_values"] = (
+            lambda: _intermediate_values_figure(study),
+            lambda: interactive.plot_intermediate_values(study),
+        )
     if importances:
-        plots["param_importances"] = (lambda: _importances_figure(importances),
-                                      lambda: _importances_plotly(importances))
+        plots["param_importances"] = (
+            lambda: _importances_figure(importances),
+            lambda: _importances_plotly(importances),
+        )
     if complete and main:
-        plots["parallel_coordinate"] = (lambda: _figure(static.plot_parallel_coordinate(study, params=main),
-                                                        size=(2 * len(main) + 3, 6)),
-                                        lambda: interactive.plot_parallel_coordinate(study, params=main))
-        plots["slice"] = (lambda: _figure(static.plot_slice(study, params=main), size=(3 * len(main) + 1, 4)),
-                          lambda: interactive.plot_slice(study, params=main))
+        plots["parallel_coordinate"] = (
+            lambda: _figure(static.plot_parallel_coordinate(study, params=main), size=(2 * len(main) + 3, 6)),
+            lambda: interactive.plot_parallel_coordinate(study, params=main),
+        )
+        plots["slice"] = (
+            lambda: _figure(static.plot_slice(study, params=main), size=(3 * len(main) + 1, 4)),
+            lambda: interactive.plot_slice(study, params=main),
+        )
     return plots
 
 
@@ -141,19 +156,31 @@ def _figure(axes, size: tuple[float, float] | None = None) -> Figure:
 
 def _intermediate_values_figure(study: optuna.Study) -> Figure:
     """Each trial's reported value against epoch, coloured by how the trial ended (pruned ones stop early)."""
-    colours = {TrialState.COMPLETE: "tab:blue", TrialState.PRUNED: "tab:orange", TrialState.FAIL: "tab:red",
-               TrialState.RUNNING: "tab:gray"}
+    colours = {
+        TrialState.COMPLETE: "tab:blue",
+        TrialState.PRUNED: "tab:orange",
+        TrialState.FAIL: "tab:red",
+        TrialState.RUNNING: "tab:gray",
+    }
     figure = Figure(figsize=(8, 5))
     axes = figure.subplots()
     for trial in study.get_trials(deepcopy=False):
         if trial.intermediate_values:
             steps = sorted(trial.intermediate_values)
-            axes.plot(steps, [trial.intermediate_values[s] for s in steps], marker=".", alpha=0.7,
-                      color=colours.get(trial.state, "tab:gray"))
+            axes.plot(
+                steps,
+                [trial.intermediate_values[s] for s in steps],
+                marker=".",
+                alpha=0.7,
+                color=colours.get(trial.state, "tab:gray"),
+            )
     for state, colour in colours.items():
         axes.plot([], [], color=colour, label=state.name.lower())
-    axes.set(title="Intermediate values (pruned trials stop early)", xlabel="epoch",
-             ylabel=study.user_attrs.get("metric", "value"))
+    axes.set(
+        title="Intermediate values (pruned trials stop early)",
+        xlabel="epoch",
+        ylabel=study.user_attrs.get("metric", "value"),
+    )
     axes.legend(loc="best")
     return figure
 
@@ -175,32 +202,46 @@ def _importances_plotly(importances: dict[str, float]) -> go.Figure:
     return figure
 
 
-def _best_record(study: optuna.Study, best: optuna.trial.FrozenTrial | None, run_link: Callable[[str], str]
-                 ) -> dict:
+def _best_record(study: optuna.Study, best: optuna.trial.FrozenTrial | None, run_link: Callable[[str], str]) -> dict:
     """The best trial's number, value, parameters, summary figures and run link (empty before one completes)."""
     if best is None:
         return {}
     run_id = best.user_attrs.get("mlflow_run_id", "")
     figures = {k: v for k, v in best.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {"number": best.number, "metric": study.user_attrs.get("metric", "value"), "value": best.value,
-            "params": best.params, "summary": figures, "mlflow_run_id": run_id, "run": run_link(run_id)}
+    return {
+        "number": best.number,
+        "metric": study.user_attrs.get("metric", "value"),
+        "value": best.value,
+        "params": best.params,
+        "summary": figures,
+        "mlflow_run_id": run_id,
+        "run": run_link(run_id),
+    }
 
 
-def _page(study: optuna.Study, counts: dict[str, int], best: dict, figures: dict[str, go.Figure],
-          table: pd.DataFrame) -> str:
+def _page(
+    study: optuna.Study, counts: dict[str, int], best: dict, figures: dict[str, go.Figure], table: pd.DataFrame
+) -> str:
     """One self-contained HTML page (plotly embedded once: it must render offline, in MLflow's preview)."""
     title = html.escape(f"Study {study.study_name}")
     if best:
-        params = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-                         for k, v in best["params"].items())
-        head = (f"<p>Best: <a href=\"{html.escape(best['run'])}\" target=\"_top\">trial {best['number']}</a>, "
-                f"{html.escape(best['metric'])} {best['value']:.4f}</p><table>{params}</table>")
+        params = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in best["params"].items()
+        )
+        head = (
+            f'<p>Best: <a href="{html.escape(best["run"])}" target="_top">trial {best["number"]}</a>, '
+            f"{html.escape(best['metric'])} {best['value']:.4f}</p><table>{params}</table>"
+        )
     else:
         head = "<p>No trial has completed yet.</p>"
-    plots = "".join(f"<h2>{html.escape(name.replace('_', ' '))}</h2>"
-                    + figure.to_html(full_html=False, include_plotlyjs=False) for name, figure in figures.items())
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<script>{plotly.offline.get_plotlyjs()}</script>"
-            "<style>body{font-family:sans-serif;margin:1em 2em}td{padding:0 1em 0 0}</style></head>"
-            f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally(counts)}</p>{head}{plots}"
-            f"<h2>trials</h2>{table.to_html(index=False, na_rep='')}</body></html>\n")
+    plots = "".join(
+        f"<h2>{html.escape(name.replace('_', ' '))}</h2>" + figure.to_html(full_html=False, include_plotlyjs=False)
+        for name, figure in figures.items()
+    )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
+        f"<script>{plotly.offline.get_plotlyjs()}</script>"
+        "<style>body{font-family:sans-serif;margin:1em 2em}td{padding:0 1em 0 0}</style></head>"
+        f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally(counts)}</p>{head}{plots}"
+        f"<h2>trials</h2>{table.to_html(index=False, na_rep='')}</body></html>\n"
+    )
