@@ -10,7 +10,7 @@ FASHION := /usr/share/datasets/fashion-mnist
 SEARCH_ARGS ?= --objective fashion-mnist-quick
 PROMOTE_ARGS ?= --study fashion-mnist-quick-cnn-fast --model-name fashion-mnist
 
-.PHONY: setup data search test clean
+.PHONY: setup data search test lint clean
 
 setup: $(VENV)/.installed data
 
@@ -38,6 +38,11 @@ search: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The linter and formatter CI runs before the tests (settings in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf mlruns/*.db mlruns/*.journal mlruns/artifacts

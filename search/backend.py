@@ -7,7 +7,8 @@ import re
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+VERBOSE = os.environ.get("ATELIER_VERBOSE") == "1"  # `--verbose`: TensorFlow's own lines too
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if VERBOSE else "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # Lines TensorFlow's C++ runtime prints at import whatever TF_CPP_MIN_LOG_LEVEL says.
@@ -33,7 +34,7 @@ def _import_quietly() -> None:
     sys.stderr.write("".join(kept))
 
 
-if "tensorflow" not in sys.modules:
+if "tensorflow" not in sys.modules and not VERBOSE:
     _import_quietly()
 
 import keras  # noqa: E402

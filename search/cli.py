@@ -12,24 +12,33 @@ from pathlib import Path
 
 from search.errors import SetupError
 
-EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
+EXIT_CRASH, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 FORMATS = ("table", "csv", "json", "markdown")  # what search.tables.render writes
 DEFAULT_WORKERS = 2  # 2 ran 1.24x the trials per hour of 1 here (benchmarks/workers.py)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `atelier` console script."""
+    """Entry point of the `atelier` console script; no credential of a URL it was given reaches its output."""
     args = _parser().parse_args(argv)
+    from search.secrets import scrub, secrets_of
+
+    urls = (getattr(args, "storage", None), getattr(args, "tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI"))
+    secrets = [secret for url in urls for secret in secrets_of(url)]
+    if getattr(args, "verbose", False):
+        os.environ["ATELIER_VERBOSE"] = "1"  # read by search.backend when it imports TensorFlow
     try:
         return args.command(args)
     except SetupError as error:
         if args.debug:
-            traceback.print_exc()
-        print(f"atelier: error: {error}", file=sys.stderr)
+            print(scrub(traceback.format_exc(), secrets), file=sys.stderr)
+        print(f"atelier: error: {scrub(str(error), secrets)}", file=sys.stderr)
         return EXIT_SETUP
     except KeyboardInterrupt:
         print("atelier: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug or an outage nobody foresaw: its traceback, minus any credential it quotes
+        print(scrub(traceback.format_exc(), secrets), file=sys.stderr)
+        return EXIT_CRASH
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,6 +224,7 @@ def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage: a journal file, sqlite:///... or postgresql://...")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own messages")
 
 
 def _unchecked_store(args: argparse.Namespace):
@@ -250,7 +260,7 @@ def _show(args: argparse.Namespace) -> int:
     from search.study import load_existing_study
     from search.tables import render, trials_table
 
-    study = load_existing_study(_store(args).existing_storage(), args.study)
+    study = load_existing_study(_unchecked_store(args), args.study)
     table = trials_table(study)
     if args.format == "table":
         print(f"study {study.study_name}: {len(table)} trials, best first")
@@ -376,21 +386,11 @@ def _ui(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{args.port}"
     page = runs_page(store.tracking, url)
     print(f"MLflow UI at {url}; trials at {page}\n(Ctrl-C stops it)", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        store.tracking,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--workers",
-        "1",
-    ]  # one user: one worker is plenty
+    # The store's URI goes through the environment: on the command line `ps` would show it to every user.
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = store.tracking
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no GenAI jobs: no 7 idle processes
+    command = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port)]
+    command += ["--workers", "1"]  # one user: one worker is plenty
     os.execv(sys.executable, command)  # the server replaces this process: Ctrl-C and signals reach it
 
 

@@ -6,6 +6,10 @@ The model is loaded as an MLflow pyfunc, the same way `mlflow models serve` load
 
 from __future__ import annotations
 
+import search.backend  # noqa: F401  first: TensorFlow without its start-up chatter, before a model loads it
+
+# isort: split
+
 import contextlib
 import io
 from dataclasses import dataclass
@@ -36,7 +40,8 @@ class Classifier:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of raw 0-255 images, one row per image."""
-        with contextlib.redirect_stdout(io.StringIO()):  # Keras's progress bar, which no flag turns off here
+        # Models registered before served_model.py was the registered code draw Keras's progress bar on stdout.
+        with contextlib.redirect_stdout(io.StringIO()):
             return np.asarray(self.model.predict(x))
 
 

@@ -7,26 +7,28 @@ alias `candidate` on every promoted version, `champion` only when every gate pas
 
 from __future__ import annotations
 
+from search.backend import keras  # first: it imports TensorFlow without its start-up chatter
+
+# isort: split
+
+import contextlib
+import io
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
 import mlflow.data
-import mlflow.keras
 import numpy as np
 import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.backend import keras
 from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
 from search.errors import SetupError
@@ -34,11 +36,14 @@ from search.evaluate import Evaluation, confusion_figure, evaluate, misclassifie
 from search.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
 from search.hypermodel import fit_labels, rebuild
 from search.model import build_model
+from search.paths import check_name
+from search.registered import load_keras_model, save_classifier
 from search.schema import Scalar
+from search.secrets import redact
 from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
-from search.tracking import MODEL_FILE, promotion_run_name, redact
+from search.tracking import MODEL_FILE, promotion_run_name
 from search.train import CosineDecay
 
 PROMOTION_KIND = "promotion"
@@ -130,6 +135,9 @@ def promote(
 
     Every check that can fail on bad input runs before anything is written to the store or registry.
     """
+    for name, flag in ((study_name, "--study"), (model_name, "--model-name")):
+        if name is not None:
+            check_name(name, flag)
     store.check_tracking_exists()
     source = find_source(store.existing_storage(), study_name, trial_number)
     objective = source.objective
@@ -202,13 +210,17 @@ def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    return mlflow.keras.load_model(f"models:/{model_name}@{CHAMPION}", load_model_kwargs={"compile": False})
+    return load_keras_model(f"models:/{model_name}@{CHAMPION}")
 
 
 def _candidate(
     source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient, say: Say
 ) -> keras.Model:
-    """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights."""
+    """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights.
+
+    Seeded before the build, so that two promotions of a trial draw the same initial weights.
+    """
+    keras.utils.set_random_seed(source.objective.seed)
     model, params = _rebuild(source, data)
     trial = source.trial
     if not refit:
@@ -221,7 +233,6 @@ def _candidate(
     callbacks = []
     if params.get("lr_schedule") == "cosine":  # the same schedule over the search's epoch budget
         callbacks.append(CosineDecay(float(params["learning_rate"]), int(trial.user_attrs["epochs"])))
-    keras.utils.set_random_seed(source.objective.seed)
     model.fit(
         training.x,
         fit_labels(model, training.y, data.n_classes),
@@ -289,19 +300,13 @@ def _register(
         mlflow.log_figure(confusion_figure(evaluation.confusion, title), "confusion_matrix.png")
         mlflow.log_figure(precision_recall_figure(test.y, proba, class_names, title), "precision_recall.png")
         mlflow.log_figure(misclassified_figure(test.x, test.y, proba, class_names, title), "misclassified.png")
-        with tempfile.TemporaryDirectory() as folder:  # not log_model: it fails with an input example (mlflow#16183)
+        with tempfile.TemporaryDirectory() as folder:  # saved, then logged: log_model fails with an input example
+            # (mlflow#16183)
             path = Path(folder) / "model"
-            path.mkdir()
-            mlflow.keras.save_model(
-                model,
-                str(path),
-                signature=infer_signature(test.x[:5], proba[:5]),
-                input_example=test.x[:2],
-                pip_requirements=_requirements(),
-                metadata={"class_names": list(class_names)},
-            )
+            save_classifier(model, path, test.x[:5], proba[:5], class_names)
             mlflow.log_artifacts(str(path), "model")
-        version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's 'Successfully registered...' lines
+            version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
         mlflow.set_tags(
             {
                 "atelier.model_name": model_name,
@@ -332,14 +337,3 @@ def _log_data(name: str, training: Images, test: Images) -> None:
     for context, images in (("train", training), ("test", test)):
         dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{name}-{context}")
         mlflow.log_input(dataset, context=context)
-
-
-def _requirements() -> list[str]:
-    """Pinned requirements of the logged model, named here so MLflow need not infer them in a subprocess."""
-    pins = []
-    for package in ("keras", "tensorflow-cpu", "tensorflow"):
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
-    return pins

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from search.config import Objective, Space, check_objective, hypermodel_space, load_objective, load_space
 from search.errors import SetupError
+from search.paths import check_name
 from search.store import Store
 
 MAX_WORKERS = 64
@@ -43,6 +44,8 @@ class SearchResult:
 
 def resolve(request: SearchRequest) -> tuple[Objective, Space]:
     """The objective with the request's overrides, and the space to search; a SetupError names a bad one."""
+    if request.study is not None:
+        check_name(request.study, "--study")
     objective = load_objective(request.objective)
     given = {key: value for key, value in request.overrides.items() if value is not None}
     objective = check_objective(replace(objective, **given))
@@ -87,13 +90,15 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
 
     from search.progress import Progress
     from search.reports.runs import publish_data_report, publish_study_report, run_address
+    from search.secrets import redact
     from search.study import open_study, optimize
-    from search.tracking import dataset_inputs, redact
+    from search.tracking import dataset_inputs
     from search.trial import SearchContext, SearchPlan
 
     storage = store.storage()
     study = open_study(study_name, storage, objective, space, request.data_dir)
     context = SearchContext.connect(SearchPlan(study_name, objective, space, data, store, dataset_inputs(data)))
+    context.tracker.client.update_run(context.study_run_id, status="RUNNING")  # until its report is rewritten
     data_run, made = publish_data_report(data, context.plan.inputs, context.tracker, context.experiment_id)
     if made:
         quiet_say(f"data report: {run_address(store.tracking, context.experiment_id, data_run)}")

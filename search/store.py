@@ -16,7 +16,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from search.errors import SetupError
-from search.tracking import check_tracking_uri, redact, sqlite_database
+from search.secrets import redact
+from search.tracking import check_tracking_uri, sqlite_database
 
 JOURNAL_FILE = "optuna.journal"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")

@@ -24,7 +24,9 @@ from search.algorithms import make_pruner, make_sampler
 from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
+from search.paths import check_name
 from search.recovery import recover_orphans, worker_id
+from search.store import Store
 from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -79,8 +81,11 @@ def latest_study_name(storage: BaseStorage) -> str:
     return max(summaries, key=lambda s: order[id(s)]).study_name
 
 
-def load_existing_study(storage: BaseStorage, name: str | None) -> optuna.Study:
-    """The study called `name` (default: the most recent) in `storage`, or a SetupError naming it."""
+def load_existing_study(store: Store, name: str | None) -> optuna.Study:
+    """The study called `name` (default: the most recent) in the store, or a SetupError naming what is wrong."""
+    if name is not None:
+        check_name(name, "--study")
+    storage = store.check().existing_storage()
     name = name or latest_study_name(storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import mlflow.data
 from mlflow import MlflowClient
@@ -20,12 +20,16 @@ from optuna.trial import TrialState
 from search.data import SearchData
 from search.errors import SetupError
 from search.schema import Scalar
+from search.secrets import redact
 
 if TYPE_CHECKING:  # `atelier ui` finds its runs page through this module: it must not start TensorFlow
     import keras
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "databricks")
-RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
+# MLflow has no 'pruned' status: its table shows pruned trials as Killed (by the pruner), failed ones as Failed.
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting: the UI groups a study's trials under its study run
+STUDY_KIND, STUDY_RUN = "study", "study-report"
 MODEL_FILE = "model.keras"
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -58,20 +62,22 @@ def sqlite_database(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def redact(uri: str) -> str:
-    """`uri` with any password replaced by ***."""
-    parsed = urlparse(uri)
-    if parsed.password:
-        return uri.replace(f":{parsed.password}@", ":***@", 1)
-    return uri
-
-
 def runs_page(tracking_uri: str, server_url: str) -> str:
-    """The address of the newest study's table of runs in the MLflow UI (its 'Model training' view)."""
+    """The address of the newest study's table of runs in the MLflow UI, its trials sorted best first.
+
+    MLflow's UI takes the order (and a filter) from the address, but not the columns shown.
+    """
     experiments = MlflowClient(tracking_uri).search_experiments(
         filter_string="tags.`atelier.study` != ''", order_by=["last_update_time DESC"], max_results=1
     )
-    return f"{server_url}/#/experiments/{experiments[0].experiment_id}/runs" if experiments else server_url
+    if not experiments:
+        return server_url
+    page = f"{server_url}/#/experiments/{experiments[0].experiment_id}/runs"
+    metric, direction = experiments[0].tags.get("atelier.metric"), experiments[0].tags.get("atelier.direction")
+    if metric is None:
+        return page
+    order = quote(f"metrics.`best_{metric}`")
+    return f"{page}?orderByKey={order}&orderByAsc={str(direction == 'minimize').lower()}"
 
 
 def dataset_inputs(data: SearchData) -> list[DatasetInput]:
@@ -109,10 +115,39 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    def study_run(self, experiment_id: str, study_name: str) -> str:
+        """The id of the study's run (its summary and report, and the parent of its trials), made on first use.
+
+        Two machines starting at once may both make one: the oldest is kept and the other deleted.
+        """
+        mine = None
+        runs = self._study_runs(experiment_id)
+        if not runs:
+            tags = {"atelier.kind": STUDY_KIND, "atelier.study": study_name}
+            mine = self.client.create_run(experiment_id, run_name=STUDY_RUN, tags=tags).info.run_id
+            runs = self._study_runs(experiment_id)
+        oldest = runs[0].info.run_id
+        if mine is not None and mine != oldest:
+            self.client.delete_run(mine)
+        return oldest
+
+    def _study_runs(self, experiment_id: str) -> list:
+        return self.client.search_runs(
+            [experiment_id],
+            f"tags.`atelier.kind` = '{STUDY_KIND}'",
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+        )
+
     def start_trial(
-        self, experiment_id: str, study_name: str, number: int, params: Mapping[str, Scalar], inputs: list[DatasetInput]
+        self,
+        experiment_id: str,
+        study_name: str,
+        number: int,
+        params: Mapping[str, Scalar],
+        inputs: list[DatasetInput],
+        parent_run_id: str,
     ) -> str:
-        """Open the trial's run with its parameters and data; return its id."""
+        """Open the trial's run, under its study's run, with its parameters and data; return its id."""
         run = self.client.create_run(
             experiment_id,
             run_name=run_name(number),
@@ -121,6 +156,7 @@ class Tracker:
                 "atelier.study": study_name,
                 "atelier.trial_number": str(number),
                 "atelier.state": TrialState.RUNNING.name,
+                PARENT_TAG: parent_run_id,
             },
         )
         run_id = run.info.run_id

@@ -42,10 +42,11 @@ class SearchContext:
     plan: SearchPlan
     tracker: Tracker
     experiment_id: str
+    study_run_id: str  # the parent of the trials' runs
 
     @classmethod
     def connect(cls, plan: SearchPlan) -> SearchContext:
-        """Open MLflow in this process and find (or make) the study's experiment."""
+        """Open MLflow in this process and find (or make) the study's experiment and its study run."""
         tracker = Tracker(plan.store.tracking)
         experiment_id = tracker.experiment(
             plan.study_name,
@@ -53,9 +54,11 @@ class SearchContext:
                 "atelier.study": plan.study_name,
                 "atelier.space": plan.space.name,
                 "atelier.objective": plan.objective.name,
+                "atelier.metric": plan.objective.metric,
+                "atelier.direction": plan.objective.direction,
             },
         )
-        return cls(plan, tracker, experiment_id)
+        return cls(plan, tracker, experiment_id, tracker.study_run(experiment_id, plan.study_name))
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
     started = time.perf_counter()
     plan = ctx.plan
     params = sample(trial, plan.space) if plan.space.hypermodel is None else {}  # a hypermodel draws as it builds
-    run_id = ctx.tracker.start_trial(ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs)
+    run_id = ctx.tracker.start_trial(
+        ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs, ctx.study_run_id
+    )
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
         outcome = run_candidate(

@@ -20,12 +20,12 @@ from search.errors import SetupError
 from search.paths import check_output_folder
 from search.reports.data import summary, write_data_report
 from search.reports.study import StudyReport, tally, write_study_report
+from search.secrets import redact, without_credentials
 from search.store import Store
 from search.study import load_existing_study
-from search.tracking import Tracker, redact
+from search.tracking import Tracker
 
-STUDY_KIND, DATA_KIND = "study", "data"
-STUDY_RUN, DATA_RUN = "study-report", "data-report"
+DATA_KIND, DATA_RUN = "data", "data-report"
 DATA_REPORT_TAG = "atelier.data_report_run"  # on an experiment: the run holding its data's report
 LOCAL_UI = "http://127.0.0.1:5000"  # where `atelier ui` serves a local store by default
 
@@ -37,7 +37,9 @@ def run_path(experiment_id: str, run_id: str) -> str:
 
 def run_address(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """The full address of a run's page: on the tracking server, or where `atelier ui` serves a local store."""
-    root = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    root = (
+        without_credentials(tracking_uri).rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    )
     return f"{root}/{run_path(experiment_id, run_id)}"
 
 
@@ -49,12 +51,7 @@ def publish_study_report(
     The files are written to `keep_in` when given, else to a temporary folder.
     """
     client = tracker.client
-    run_id = (
-        _find_run(client, [experiment_id], f"tags.`atelier.kind` = '{STUDY_KIND}'")
-        or client.create_run(
-            experiment_id, run_name=STUDY_RUN, tags={"atelier.kind": STUDY_KIND, "atelier.study": study.study_name}
-        ).info.run_id
-    )
+    run_id = tracker.study_run(experiment_id, study.study_name)
     with tempfile.TemporaryDirectory() as scratch:
         folder = keep_in or Path(scratch)
         report = write_study_report(study, folder, lambda trial_run: run_path(experiment_id, trial_run))
@@ -90,8 +87,7 @@ def report_study(store: Store, study_name: str | None, keep_in: Path | None = No
     """Rewrite the report of an existing study (default: the most recent) in its MLflow experiment."""
     if keep_in is not None:
         check_output_folder(keep_in)
-    store.check()
-    study = load_existing_study(store.existing_storage(), study_name)
+    study = load_existing_study(store, study_name)
     store.check_tracking_exists()
     tracker = Tracker(store.tracking)
     experiment = tracker.client.get_experiment_by_name(study.study_name)

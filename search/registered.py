@@ -1,0 +1,59 @@
+"""Models as the MLflow Model Registry holds them: pyfunc models from code (`served_model.py`) around a `.keras` file.
+
+`mlflow.pyfunc.load_model`, `mlflow models serve` and `atelier predict` use a registered model
+unchanged; promotion reads a champion back as the Keras model it is.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow.keras
+import mlflow.pyfunc
+import numpy as np
+from mlflow.models import infer_signature
+
+from search.backend import keras
+
+SERVED_CODE = Path(__file__).with_name("served_model.py")  # stands alone: never imported here
+KERAS_MODEL = "keras_model"  # the artifact holding the .keras file, as served_model.py names it
+PINNED = ("keras", "tensorflow-cpu", "tensorflow", "mlflow", "numpy")
+
+
+def save_classifier(
+    model: keras.Model, folder: Path, example: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
+) -> None:
+    """Save `model` in `folder` as an MLflow model: signature from `example` and its `proba`, class names."""
+    with tempfile.TemporaryDirectory() as scratch:
+        keras_file = Path(scratch) / "model.keras"
+        model.save(keras_file)
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=str(SERVED_CODE),
+            artifacts={KERAS_MODEL: str(keras_file)},
+            signature=infer_signature(example, proba),
+            input_example=example[:2],
+            pip_requirements=_requirements(),
+            metadata={"class_names": list(class_names)},
+        )
+
+
+def load_keras_model(uri: str) -> keras.Model:
+    """The Keras model of a registered model (one saved by `save_classifier`, or an older Keras-flavour one)."""
+    model = mlflow.pyfunc.load_model(uri)
+    if "keras" in model.metadata.flavors:
+        return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+    return model.unwrap_python_model().model
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the saved model, named here so MLflow need not infer them in a subprocess."""
+    pins = []
+    for package in PINNED:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
