@@ -8,7 +8,10 @@ import sys
 import tempfile
 
 VERBOSE = os.environ.get("ATELIER_VERBOSE") == "1"  # `--verbose`: TensorFlow's own lines too
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if VERBOSE else "2")
+if VERBOSE:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # Lines TensorFlow's C++ runtime prints at import whatever TF_CPP_MIN_LOG_LEVEL says.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 HIDDEN = "***"
 SECRET_PARAMETER = re.compile(r"(pass(word)?|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|credentials?)$", re.I)
@@ -31,10 +31,12 @@ def redact(url: str) -> str:
 def without_credentials(url: str) -> str:
     """`url` with no user-info and no secret query parameters: an address fit to print as a link."""
     parts = urlsplit(url)
-    query = "&".join(
-        pair for pair in parts.query.split("&") if pair and not SECRET_PARAMETER.search(pair.split("=")[0])
-    )
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query=query))
+    if "@" in parts.netloc:
+        url = url.replace(parts.netloc, parts.netloc.rpartition("@")[2], 1)
+    if parts.query:
+        kept = [pair for pair in parts.query.split("&") if pair and not SECRET_PARAMETER.search(pair.split("=")[0])]
+        url = url.replace(f"?{parts.query}", "?" + "&".join(kept) if kept else "", 1)
+    return url
 
 
 def secrets_of(url: str | None) -> list[str]:

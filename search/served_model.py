@@ -18,6 +18,9 @@ KERAS_MODEL = "keras_model"  # the artifact holding the .keras file
 class KerasClassifier(PythonModel):
     """A Keras image classifier behind MLflow's pyfunc interface."""
 
+    # The saved signature (raw 0-255 image tensors) checks the input; MLflow's type-hint checks would only warn.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         self.model = keras.saving.load_model(context.artifacts[KERAS_MODEL], compile=False)
 

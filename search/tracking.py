@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -33,6 +34,8 @@ STUDY_KIND, STUDY_RUN = "study", "study-report"
 MODEL_FILE = "model.keras"
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+# MLflow prints 'View run ... at: URL' when a run ends: atelier prints its own addresses, free of credentials.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def run_name(number: int) -> str:
