@@ -17,6 +17,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     p = {name: params.get(name, spec.default) for name, spec in PARAMETERS.items()} | dict(params)
     check_buildable(p, input_shape)
     regularizer = keras.regularizers.L2(p["l2"]) if p["l2"] else None
+    momentum = float(p["batch_norm_momentum"])
     inputs = keras.Input(shape=input_shape, name="pixels")
     augmentation = _augmentation(p)
     x = augmentation(inputs) if augmentation.layers else inputs
@@ -32,7 +33,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
                 name=f"conv{block}_{layer}",
             )(x)
             if p["conv_batch_norm"]:
-                x = keras.layers.BatchNormalization(name=f"conv{block}_{layer}_bn")(x)
+                x = keras.layers.BatchNormalization(momentum=momentum, name=f"conv{block}_{layer}_bn")(x)
             x = keras.layers.Activation("relu", name=f"conv{block}_{layer}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
         if p["conv_dropout"]:
@@ -46,7 +47,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
             name=f"dense{layer}",
         )(x)
         if p["dense_batch_norm"]:
-            x = keras.layers.BatchNormalization(name=f"dense{layer}_bn")(x)
+            x = keras.layers.BatchNormalization(momentum=momentum, name=f"dense{layer}_bn")(x)
         x = keras.layers.Activation("relu", name=f"dense{layer}_relu")(x)
         if p["dense_dropout"]:
             x = keras.layers.Dropout(float(p["dense_dropout"]), name=f"dense{layer}_dropout")(x)
