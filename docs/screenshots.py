@@ -4,7 +4,7 @@
 
 Serves the store with `atelier ui` on a free port, opens it in Debian's headless Chromium (the test
 suite's tests/browser.py: apt-get install chromium chromium-driver) and writes docs/trials.png (the
-trial runs, best validation accuracy first, with their state and summary metrics) and
+study's run with its trial runs under it, their state and summary metrics) and
 docs/study-report.png (the study-report run's artifacts, one plot shown).
 """
 
@@ -27,7 +27,6 @@ from browser import (  # noqa: E402
     open_tab,
     open_ui,
     preview_artifact,
-    runs_table,
     set_columns,
     visible,
 )
@@ -35,12 +34,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 
 REPORT_FILTER = "tags.`atelier.kind` = 'study'"
-TRIALS_VIEW = {
-    "searchFilter": "tags.`atelier.kind` = 'trial'",
-    "orderByKey": "metrics.`best_val_accuracy`",
-    "orderByAsc": "false",
-}
-COLUMNS = ("atelier.state", "best_val_accuracy", "best_val_loss", "best_epoch", "n_params", "trial_seconds")
+GROUPED_VIEW = {"orderByKey": "attributes.start_time", "orderByAsc": "false"}  # MLflow nests runs only so sorted
+COLUMNS = ("atelier.state", "best_val_accuracy", "best_val_loss", "epochs", "n_params", "trial_seconds")
 UNUSED_COLUMNS = ("Dataset", "Source", "Models")  # MLflow's defaults; the datasets fill half the width
 
 
@@ -66,10 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def trials(driver: WebDriver, ui: AtelierUI, path: Path) -> None:
-    """The newest study's trial runs as a table, best validation accuracy first."""
-    open_ui(driver, ui, f"{ui.runs_page}?{urlencode(TRIALS_VIEW)}")
+    """The newest study's run with its trial runs unfolded under it, their states and summary metrics."""
+    open_ui(driver, ui, f"{ui.runs_page.partition('?')[0]}?{urlencode(GROUPED_VIEW)}")
     set_columns(driver, show=COLUMNS, hide=UNUSED_COLUMNS)
-    runs_table(driver, ("tags.`atelier.state`", "metrics.`best_val_accuracy`"))
+    visible(
+        driver, "//*[@row-id][.//a[normalize-space()='study-report']]//*[@col-id='attributes.`Run Name`']//button"
+    ).click()
+    visible(driver, "//*[@role='gridcell'][@col-id='tags.`atelier.state`'][normalize-space()='COMPLETE']")
     _shoot(driver, path)
 
 

@@ -1,10 +1,15 @@
 """The MLflow UI in a real browser: `atelier ui` serving a small real study, read by headless Chromium.
 
-Each test saves a screenshot of where it ended (also when it fails) into test-artifacts/.
+The first test reads what `atelier ui` prints and binds, without the browser.
+
+Each browser test saves a screenshot of where it ended (also when it fails) into test-artifacts/.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +21,16 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from browser import (AtelierUI, artifact_names, atelier_ui, metric_chart, open_tab, open_ui, plotly_plots_in_preview,
                      preview_artifact, run_page_field, run_page_tag, runs_table, set_columns, visible)
-from search import cli
+from stores import atelier_in
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TRIALS = 3
 RUN_NAME, STATE = "attributes.`Run Name`", "tags.`atelier.state`"
+BEST_VAL_LOSS = "metrics.`best_val_loss`"
 PLOTS = ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate", "slice")
 REPORT = (*(f"{plot}.png" for plot in PLOTS), "report.html", "trials.csv", "best_trial.json")
+
+pytestmark = pytest.mark.e2e  # a real search, `atelier ui` serving it, Chromium reading it
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     No pruner: every trial completes, so the report always holds every plot (importances need two).
     """
     store = tmp_path_factory.mktemp("browser") / "mlruns"
-    assert cli.main(["run", "--objective", "digits", "--trials", str(TRIALS), "--max-epochs", "3",
-                     "--pruner", "none", "--workers", "1", "--quiet", "--store", str(store)]) == 0
+    atelier_in(store.parent, "run", "--objective", "digits", "--trials", TRIALS, "--max-epochs", "3", "--pruner",
+               "none", "--workers", "1", "--quiet", "--store", store)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("digits-dense")
     runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
@@ -65,14 +73,46 @@ def page(browser: WebDriver, request: pytest.FixtureRequest) -> Iterator[WebDriv
     browser.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
 
 
+def test_ui_serves_the_store_on_loopback_and_links_the_runs_table(ui: AtelierUI, study: Study) -> None:
+    """Without a browser: the line `atelier ui` prints first, the tracking API behind it, the address it binds."""
+    assert ui.first_line.startswith(f"MLflow UI at {ui.url}")
+    assert ui.first_line.endswith(f"; trials at {ui.runs_page}")
+    with urllib.request.urlopen(f"{ui.url}/ajax-api/2.0/mlflow/experiments/get-by-name"
+                                "?experiment_name=digits-dense", timeout=30) as response:
+        experiment = json.load(response)["experiment"]
+    assert experiment["experiment_id"] == study.experiment_id == "1"
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{ui.port}"], capture_output=True, text=True).stdout
+    assert {line.split()[3] for line in listening.splitlines()} == {f"127.0.0.1:{ui.port}"}
+
+
 def test_runs_table_lists_every_trial_with_its_state(page: WebDriver, ui: AtelierUI, study: Study) -> None:
-    assert ui.runs_page == f"{ui.url}/#/experiments/{study.experiment_id}/runs"
+    # The runs page, best first: sorted by the study's metric, ascending as val_loss is minimised.
+    assert ui.runs_page == (f"{ui.url}/#/experiments/{study.experiment_id}/runs"
+                            "?orderByKey=metrics.%60best_val_loss%60&orderByAsc=true")
     open_ui(page, ui, ui.runs_page)
     set_columns(page, show=("atelier.state", "best_val_loss"), hide=("Dataset", "Source", "Models"))
     rows = runs_table(page, (RUN_NAME, STATE), study.trials)
     listed = {rows[run_id][RUN_NAME]: rows[run_id][STATE] for run_id in study.trials}
     assert listed == {run.info.run_name: run.data.tags["atelier.state"] for run in study.trials.values()}
     assert sorted(listed) == [f"trial-{number:04d}" for number in range(TRIALS)]
+
+
+def test_trials_are_grouped_under_their_study_run_with_state_and_metric(
+    page: WebDriver, ui: AtelierUI, study: Study
+) -> None:
+    """What a person sees in the table MLflow nests (sorted by creation): the study run, its trials under it."""
+    parent = study.client.search_runs([study.experiment_id], "tags.`atelier.kind` = 'study'")[0].info.run_id
+    assert {run.data.tags["mlflow.parentRunId"] for run in study.trials.values()} == {parent}
+    open_ui(page, ui, f"{ui.runs_page.partition('?')[0]}?orderByKey=attributes.start_time&orderByAsc=false")
+    set_columns(page, show=("atelier.state", "best_val_loss"), hide=("Dataset", "Source", "Models"))
+    folded = runs_table(page, (RUN_NAME,), [parent])
+    assert folded[parent][RUN_NAME].endswith("study-report") and not set(folded) & set(study.trials)
+    visible(page, f"//*[@row-id='{parent}']//*[@col-id='{RUN_NAME}']//button").click()  # the row's expander
+    rows = runs_table(page, (RUN_NAME, STATE, BEST_VAL_LOSS), study.trials)
+    for run_id, run in study.trials.items():
+        assert rows[run_id][RUN_NAME].endswith(run.info.run_name)
+        assert rows[run_id][STATE] == run.data.tags["atelier.state"]
+        assert float(rows[run_id][BEST_VAL_LOSS]) == pytest.approx(run.data.metrics["best_val_loss"], abs=1e-3)
 
 
 def test_trial_pages_show_status_state_and_val_loss_chart(page: WebDriver, ui: AtelierUI, study: Study) -> None:
