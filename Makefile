@@ -10,7 +10,7 @@ FASHION := /usr/share/datasets/fashion-mnist
 SEARCH_ARGS ?= --objective fashion-mnist-quick
 PROMOTE_ARGS ?= --study fashion-mnist-quick-cnn-fast --model-name fashion-mnist
 
-.PHONY: setup data search test lint clean
+.PHONY: setup data search test check lint clean
 
 setup: $(VENV)/.installed data
 
@@ -38,6 +38,11 @@ search: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The fast tier: everything but the end-to-end tests (marked e2e: searches trained through the command line,
+# servers, the browser, killed processes, the bench); under 2 minutes on 2 CPU cores.
+check: setup
+	$(BIN)/pytest -q -m "not e2e"
 
 # The linter and formatter CI runs before the tests (settings in pyproject.toml).
 lint: setup

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from search.config import PRUNERS, SAMPLERS
 from search.errors import SetupError
@@ -12,8 +16,59 @@ from search.errors import SetupError
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+class TrialSeeded(optuna.samplers.BaseSampler):
+    """A sampler whose draws for trial N come from a fresh sampler seeded with `seed + N`.
+
+    Trial numbers are unique across every process and machine sharing a study, so no two workers
+    draw the same stream (two TPE samplers seeded alike on one storage propose identical trials),
+    while one worker's run stays reproducible from its seed, and a resumed study does not replay
+    its first trials. The samplers keep nothing between trials that the study does not hold.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make, self._seed = make, seed
+        self._number: int | None = None
+        self._sampler = make(seed)
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if trial.number != self._number:
+            self._number, self._sampler = trial.number, self._make(self._seed + trial.number)
+        return self._sampler
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+
 def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
-    """A seeded sampler; TPE starts with a third of the target (3 to 10) random trials."""
+    """A sampler seeded per trial from `seed` (`TrialSeeded`); TPE starts with a third of the target (3 to 10)
+    random trials."""
+    if name not in SAMPLERS:
+        raise SetupError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}")
+    return TrialSeeded(lambda trial_seed: _sampler(name, trial_seed, target), seed)
+
+
+def _sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=max(3, min(10, target // 3)), multivariate=True, group=True, constant_liar=True
@@ -28,7 +83,7 @@ def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampl
         except ImportError:
             raise SetupError("the gp sampler needs PyTorch; pip install torch, or use --sampler tpe") from None
         return optuna.samplers.GPSampler(seed=seed)
-    raise SetupError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}")
+    raise AssertionError(name)  # make_sampler checked the name
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:

@@ -138,18 +138,17 @@ def optimize(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["search.study"])
     live: dict[Connection, multiprocessing.process.BaseProcess] = {}
-    failures = started = 0
+    failures = 0
     try:
         while True:
             while len(live) < workers and wanted(study, objective.trials) and not _past(deadline):
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(
-                    target=_worker, daemon=True, args=(plan, deadline, trials_per_process, workers, started, send)
+                    target=_worker, daemon=True, args=(plan, deadline, trials_per_process, workers, send)
                 )
                 process.start()
                 send.close()
                 live[receive] = process
-                started += 1
             if not live:
                 return
             for receive in multiprocessing.connection.wait(list(live)):
@@ -211,8 +210,8 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, slot: int, send: Connection) -> None:
-    """Run up to `limit` trials in this forked process (the `slot`-th started), sending a report after each."""
+def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, send: Connection) -> None:
+    """Run up to `limit` trials in this forked process, sending a report after each."""
     objective = plan.objective
     limit_threads(max(1, len(os.sched_getaffinity(0)) // workers))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported, with reasons, by the parent
@@ -224,7 +223,7 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
             storage=plan.store.storage(),
             pruner=make_pruner(objective.pruner, objective.max_epochs),
         )
-        study.sampler = make_sampler(objective.sampler, objective.seed + len(study.trials) + slot, objective.trials)
+        study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)
         for _ in range(limit):
             if not wanted(study, objective.trials) or _past(deadline):
