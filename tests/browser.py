@@ -24,7 +24,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
-
 from servers import _stop_group, _tail, _wait_healthy, free_port
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -48,16 +47,24 @@ def chromium() -> Iterator[WebDriver]:
     """Headless Chromium under Selenium, its page WIDTH x HEIGHT CSS pixels; quit on exit."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", f"--window-size={WIDTH},{HEIGHT}", "--disable-dev-shm-usage",
-                     "--no-first-run", "--disable-extensions", "--hide-scrollbars"):
+    for argument in (
+        "--headless=new",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--hide-scrollbars",
+    ):
         options.add_argument(argument)
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # Chromium's sandbox refuses to run as root
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
         # The window size counts the browser's frame even headless; this makes the page itself that size.
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
         yield driver
     finally:
         driver.quit()
@@ -65,9 +72,11 @@ def chromium() -> Iterator[WebDriver]:
 
 @dataclass(frozen=True)
 class AtelierUI:
-    """A running `atelier ui`: its root address and the runs page it printed."""
+    """A running `atelier ui`: its root address, its port, the first line it printed and the runs page in it."""
 
     url: str
+    port: int
+    first_line: str
     runs_page: str
 
 
@@ -82,11 +91,18 @@ def atelier_ui(store: Path) -> Iterator[AtelierUI]:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_WORKERS": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with tempfile.NamedTemporaryFile(prefix="atelier-ui-", suffix=".log") as log:
-        proc = subprocess.Popen([str(ATELIER), "ui", "--store", str(store), "--port", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(ATELIER), "ui", "--store", str(store), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         try:
             _wait_healthy(proc, url, Path(log.name))
-            yield AtelierUI(url, _printed_runs_page(Path(log.name)))
+            first_line = Path(log.name).read_text().partition("\n")[0]
+            yield AtelierUI(url, port, first_line, _printed_runs_page(Path(log.name)))
         finally:
             _stop_group(proc)
 
@@ -102,14 +118,15 @@ def _printed_runs_page(log: Path) -> str:
 
 def wait(driver: WebDriver, timeout: float = WAIT_S) -> WebDriverWait:
     """A WebDriverWait on `driver` that ignores elements replaced while React re-renders."""
-    return WebDriverWait(driver, timeout, ignored_exceptions=(NoSuchElementException,
-                                                              StaleElementReferenceException))
+    return WebDriverWait(driver, timeout, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
 
 def visible(driver: WebDriver, xpath: str) -> WebElement:
     """The first element matching `xpath` once it is displayed."""
-    return wait(driver).until(lambda _: next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()),
-                                             False), f"nothing displayed matches {xpath}")
+    return wait(driver).until(
+        lambda _: next((e for e in driver.find_elements(By.XPATH, xpath) if e.is_displayed()), False),
+        f"nothing displayed matches {xpath}",
+    )
 
 
 def open_ui(driver: WebDriver, ui: AtelierUI, page: str) -> None:
@@ -131,19 +148,27 @@ def set_columns(driver: WebDriver, show: tuple[str, ...] = (), hide: tuple[str, 
     for name, wanted in [(name, True) for name in show] + [(name, False) for name in hide]:
         search.send_keys(Keys.CONTROL, "a")
         search.send_keys(name)
-        node = visible(driver, "//div[@data-testid='column-selector-tree']//div[contains(@class, 'tree-treenode')]"
-                               f"[.//span[contains(@class, 'node-content-wrapper')][normalize-space()='{name}']]")
+        node = visible(
+            driver,
+            "//div[@data-testid='column-selector-tree']//div[contains(@class, 'tree-treenode')]"
+            f"[.//span[contains(@class, 'node-content-wrapper')][normalize-space()='{name}']]",
+        )
         if ("checkbox-checked" in node.get_attribute("class")) != wanted:
             node.find_element(By.XPATH, ".//span[contains(@class, 'node-content-wrapper')]").click()
-        wait(driver).until(lambda _: ("checkbox-checked" in node.get_attribute("class")) == wanted,
-                           f"column {name} did not {'appear' if wanted else 'go'}")
+        wait(driver).until(
+            lambda _, node=node, wanted=wanted: ("checkbox-checked" in node.get_attribute("class")) == wanted,
+            f"column {name} did not {'appear' if wanted else 'go'}",
+        )
     search.send_keys(Keys.ESCAPE)
-    wait(driver).until(lambda _: not driver.find_elements(By.XPATH, "//input[@placeholder='Search columns']"),
-                       "the Columns menu did not close")
+    wait(driver).until(
+        lambda _: not driver.find_elements(By.XPATH, "//input[@placeholder='Search columns']"),
+        "the Columns menu did not close",
+    )
 
 
-def runs_table(driver: WebDriver, columns: tuple[str, ...], run_ids: Collection[str] | None = None
-               ) -> dict[str, dict[str, str]]:
+def runs_table(
+    driver: WebDriver, columns: tuple[str, ...], run_ids: Collection[str] | None = None
+) -> dict[str, dict[str, str]]:
     """The runs table's rows by run id, once `run_ids`' rows (default: every row, one at least) show `columns`.
 
     Columns are the grid's ids, as "tags.`atelier.state`"; a cell's text is its link's when it has one
@@ -164,8 +189,9 @@ def runs_table(driver: WebDriver, columns: tuple[str, ...], run_ids: Collection[
         wanted = rows if run_ids is None else run_ids
         return rows if rows and all(rows.get(run, {}).get(column) for run in wanted for column in columns) else False
 
-    return wait(driver).until(complete, f"the runs table never showed {columns} in "
-                              f"{'every row' if run_ids is None else sorted(run_ids)}")
+    return wait(driver).until(
+        complete, f"the runs table never showed {columns} in {'every row' if run_ids is None else sorted(run_ids)}"
+    )
 
 
 def run_page_field(driver: WebDriver, name: str) -> str:
@@ -192,8 +218,7 @@ def metric_chart(driver: WebDriver, metric: str) -> list[dict[str, Any]]:
     """
     search = visible(driver, "//input[@placeholder='Search metric charts']")
     search.send_keys(metric)  # charts below the fold are drawn lazily; filtering brings this one up
-    card = visible(driver, "//*[@data-testid='experiment-view-compare-runs-card']"
-                           f"[.//h4[@title='{metric}']]")
+    card = visible(driver, f"//*[@data-testid='experiment-view-compare-runs-card'][.//h4[@title='{metric}']]")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", card)
     script = """
         const plot = arguments[0].querySelector('.js-plotly-plot');
@@ -206,8 +231,10 @@ def artifact_names(driver: WebDriver, expected: int = 1) -> list[str]:
     """The file names in a run's Artifacts tab (top level), once at least `expected` are listed."""
     script = """return Array.from(document.querySelectorAll('[data-testid=artifact-tree-node]'),
                                   n => n.getAttribute('artifact-name'));"""
-    return wait(driver).until(lambda _: (names := driver.execute_script(script)) and len(names) >= expected and names,
-                              "the artifact list never filled")
+    return wait(driver).until(
+        lambda _: (names := driver.execute_script(script)) and len(names) >= expected and names,
+        "the artifact list never filled",
+    )
 
 
 def preview_artifact(driver: WebDriver, name: str) -> None:
@@ -229,10 +256,14 @@ def plotly_plots_in_preview(driver: WebDriver, expected: int) -> int:
     """
     driver.switch_to.frame(visible(driver, HTML_PREVIEW))
     try:
-        count = "return Array.from(document.querySelectorAll('.js-plotly-plot'), p => p.querySelector('.main-svg'))" \
-                ".filter(Boolean).length"
-        drawn = wait(driver).until(lambda _: (n := driver.execute_script(count)) >= expected and n,
-                                   f"the preview never drew {expected} plotly plots")
+        count = (
+            "return Array.from(document.querySelectorAll('.js-plotly-plot'), p => p.querySelector('.main-svg'))"
+            ".filter(Boolean).length"
+        )
+        drawn = wait(driver).until(
+            lambda _: (n := driver.execute_script(count)) >= expected and n,
+            f"the preview never drew {expected} plotly plots",
+        )
         driver.execute_script("document.querySelector('.js-plotly-plot').scrollIntoView()")
         return drawn
     finally:

@@ -1,4 +1,5 @@
-"""Shared fixtures: real data folders, a temporary store, the command line in-process, PostgreSQL, Chromium."""
+"""Shared fixtures: real data folders, a temporary store, the command line in-process, PostgreSQL, Chromium,
+the shared digits store, and the fixtures made in the background (tests/background.py)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,51 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
-
+from background import Background, Prepared  # noqa: E402
 from browser import chromium, chromium_missing  # noqa: E402
-from search import cli  # noqa: E402
-from search.data import IDX_PLACES  # noqa: E402
+from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from servers import PostgresServer, postgres_missing, postgres_server  # noqa: E402
 
+from search import cli  # noqa: E402
+from search.data import IDX_PLACES  # noqa: E402
+
 FASHION_DIR = IDX_PLACES[0]
+# Fixtures made in the background, each by a fresh interpreter calling "MODULE:FUNCTION"(folder), one after
+# another from the session's start, when a selected test uses them (tests/background.py).
+# In the order the tests that read them run (see pytest_collection_modifyitems).
+BACKGROUND = {
+    "bench_run": "test_bench:run_bench",
+    "browser_store": "test_browser:search_for_the_browser",
+    "hypermodel_searches": "test_hypermodel:search_and_promote_hypermodels",
+    "promotion_store": "test_promote:promote_studies",
+    "parts_promotion": "test_promote:search_and_promote_with_a_loader",
+    "search_cases": "test_search:run_search_cases",
+    "digits_store": "stores:digits_searches",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules whose tests read a background fixture run last, in their order, so it is made meanwhile."""
+    waiting = {item.module for item in items if set(item.fixturenames) & set(BACKGROUND)}
+    items.sort(key=lambda item: item.module in waiting)  # stable: the order within each group is kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
+    """Start making the background fixtures that the selected tests use; kill what runs on at the session's end."""
+    used = {name for item in request.session.items for name in item.fixturenames}
+    jobs = {name: (function, tmp_path_factory.mktemp(name)) for name, function in BACKGROUND.items() if name in used}
+    started = Background(jobs)
+    yield started
+    started.stop()
 
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """Debian's real Fashion-MNIST files (the Makefile and .ci/run install them)."""
-    assert (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(), \
+    assert (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(), (
         "install Debian's dataset-fashion-mnist (make test does it)"
+    )
     return FASHION_DIR
 
 
@@ -50,13 +81,21 @@ def atelier(capsys: pytest.CaptureFixture[str]):
 
 
 @pytest.fixture(scope="session")
+def digits_store(background: Background) -> Prepared:
+    """Real searches on the digits, shared by test_search and test_study_report, which only read them.
+
+    Made in the background by `stores.digits_searches`: its folder, and what each search printed.
+    """
+    return background.result("digits_store")
+
+
+@pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A running PostgreSQL cluster for the session (password auth on 127.0.0.1)."""
     _require(postgres_missing(), "postgresql")
     # Not tmp_path_factory: as root the cluster runs as `postgres`, which cannot enter
     # /tmp/pytest-of-root (mode 700).
-    with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, \
-            postgres_server(Path(folder)) as server:
+    with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, postgres_server(Path(folder)) as server:
         yield server
 
 

@@ -81,7 +81,8 @@ def build_augmented(hp: keras_tuner.HyperParameters) -> keras.Model:
     ("tf.function only supports singleton tf.Variables").
     """
     augment = keras_tuner.applications.HyperImageAugment(
-        input_shape=DIGITS_SHAPE, rotate=0.1, translate_x=0.2, translate_y=0.2, contrast=None, augment_layers=0)
+        input_shape=DIGITS_SHAPE, rotate=0.1, translate_x=0.2, translate_y=0.2, contrast=None, augment_layers=0
+    )
     inputs = keras.Input(shape=DIGITS_SHAPE)
     x = augment.build(hp)(inputs)
     x = layers.Rescaling(1.0 / 255)(x)
@@ -89,6 +90,9 @@ def build_augmented(hp: keras_tuner.HyperParameters) -> keras.Model:
     x = layers.Dense(hp.Int("units", 16, 64, step=16), activation="relu")(x)
     outputs = layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model

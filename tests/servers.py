@@ -65,11 +65,28 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the cluster and wait until it accepts connections."""
-        started = subprocess.run([*self.pg_ctl, "start", "-D", str(self.data), "-l", str(self.log), "-w",
-                                  "-t", str(START_TIMEOUT_S), "-o", self.options], capture_output=True, text=True)
+        started = subprocess.run(
+            [
+                *self.pg_ctl,
+                "start",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "-o",
+                self.options,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if started.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start (pg_ctl waits {START_TIMEOUT_S} s): "
-                               f"{started.stdout.strip()} {started.stderr.strip()}\n{_tail(self.log)}")
+            raise RuntimeError(
+                f"PostgreSQL did not start (pg_ctl waits {START_TIMEOUT_S} s): "
+                f"{started.stdout.strip()} {started.stderr.strip()}\n{_tail(self.log)}"
+            )
 
     def stop(self) -> None:
         """Stop the cluster at once (open connections are cut)."""
@@ -81,8 +98,9 @@ class PostgresServer:
 
     def create_database(self, name: str) -> None:
         """CREATE DATABASE `name`."""
-        with psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                             dbname="postgres", autocommit=True) as conn:  # CREATE DATABASE needs autocommit
+        with psycopg.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres", autocommit=True
+        ) as conn:  # CREATE DATABASE needs autocommit
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
@@ -101,8 +119,7 @@ def postgres_server(folder: Path) -> Iterator[PostgresServer]:
     if pg_bin is None:
         raise RuntimeError("PostgreSQL not installed: apt-get install postgresql")
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data, sockets, log, pwfile = (folder / "data", folder / "socket", folder / "postgres.log",
-                                  folder / "pwfile")
+    data, sockets, log, pwfile = (folder / "data", folder / "socket", folder / "postgres.log", folder / "pwfile")
     password = secrets.token_urlsafe(16)
     sockets.mkdir(parents=True)
     pwfile.write_text(password + "\n")
@@ -115,17 +132,29 @@ def postgres_server(folder: Path) -> Iterator[PostgresServer]:
     def pg(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*as_pg, *args], capture_output=True, text=True, check=False)
 
-    init = pg(str(pg_bin / "initdb"), "-D", str(data), f"--username={PG_USER}",
-              f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
-              "--no-sync", "--encoding=UTF8", "--locale=C")
+    init = pg(
+        str(pg_bin / "initdb"),
+        "-D",
+        str(data),
+        f"--username={PG_USER}",
+        f"--pwfile={pwfile}",
+        "--auth-host=scram-sha-256",
+        "--auth-local=scram-sha-256",
+        "--no-sync",
+        "--encoding=UTF8",
+        "--locale=C",
+    )
     pwfile.unlink()
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed:\n{init.stderr[-3000:]}")
     port = free_port()
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-    server = PostgresServer(port=port, password=password, pg_ctl=(*as_pg, str(pg_bin / "pg_ctl")), data=data,
-                            log=log, options=options)
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    server = PostgresServer(
+        port=port, password=password, pg_ctl=(*as_pg, str(pg_bin / "pg_ctl")), data=data, log=log, options=options
+    )
     try:
         server.start()
         yield server
@@ -141,14 +170,28 @@ def mlflow_server(backend_uri: str, artifacts: Path, workers: int = 1) -> Iterat
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     with tempfile.NamedTemporaryFile(prefix="mlflow-server-", suffix=".log") as log:
         # No job runner: it is one more process importing MLflow, for GenAI jobs atelier never runs.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             _wait_healthy(proc, url, Path(log.name))
             yield url

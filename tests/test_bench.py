@@ -6,21 +6,19 @@ memory after 1 and 2 trials.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
+import math
 from pathlib import Path
 
 import keras_tuner
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
+from background import Background, Prepared
+from stores import atelier_in, local_client
 
-from search import cli
+from search.bench.space_hypermodel import HpTrial
 from search.bench.strategies import STRATEGIES
 from search.config import Choice, Range, load_space
 from search.space import sample
-from search.bench.space_hypermodel import HpTrial
 
 BUDGET = 5
 OBJECTIVE = """[data]
@@ -33,28 +31,64 @@ max_epochs = 2
 trials = 6
 max_params = 500000
 """
-SUMMARY_COLUMNS = ["strategy", "seeds", "best_val_acc", "best_min", "best_max", "epochs_to_kt_hb_best",
-                   "reached_kt_hb_best", "epochs_to_target", "reached_target", "epochs", "trials", "finished",
-                   "pruned", "cut", "skipped", "failed", "wall_s", "outside_fit_s_per_trial"]
+SUMMARY_COLUMNS = [
+    "strategy",
+    "seeds",
+    "best_val_acc",
+    "best_min",
+    "best_max",
+    "epochs_to_kt_hb_best",
+    "reached_kt_hb_best",
+    "epochs_to_target",
+    "reached_target",
+    "epochs",
+    "trials",
+    "finished",
+    "pruned",
+    "cut",
+    "skipped",
+    "failed",
+    "wall_s",
+    "outside_fit_s_per_trial",
+]
+
+
+def run_bench(folder: Path) -> dict[str, str]:
+    """One real bench in a fresh folder; what it printed. Run in the background (conftest.BACKGROUND)."""
+    (folder / "tiny.toml").write_text(OBJECTIVE)
+    return {
+        "bench": atelier_in(
+            folder,
+            "bench",
+            "--objective",
+            "tiny.toml",
+            "--seeds",
+            "1",
+            "--budget-epochs",
+            BUDGET,
+            "--target-accuracy",
+            "0.5",
+            "--memory-trials",
+            "1",
+            "2",
+            "--output",
+            "out",
+        )
+    }
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One real bench in a fresh folder: the folder, and what it printed."""
-    workdir = tmp_path_factory.mktemp("bench")
-    (workdir / "tiny.toml").write_text(OBJECTIVE)
-    before, printed = Path.cwd(), io.StringIO()
-    os.chdir(workdir)
-    try:
-        with contextlib.redirect_stdout(printed):
-            status = cli.main(["bench", "--objective", "tiny.toml", "--seeds", "1", "--budget-epochs", str(BUDGET),
-                               "--target-accuracy", "0.5", "--memory-trials", "1", "2", "--output", "out"])
-    finally:
-        os.chdir(before)
-    assert status == 0
-    return workdir, printed.getvalue()
+def bench_run(background: Background) -> Prepared:
+    return background.result("bench_run")
 
 
+@pytest.fixture(scope="module")
+def bench(bench_run: Prepared) -> tuple[Path, str]:
+    """The bench's folder, and what it printed."""
+    return bench_run.folder, bench_run.printed["bench"]
+
+
+@pytest.mark.e2e
 def test_every_strategy_spends_exactly_its_budget(bench: tuple[Path, str]) -> None:
     workdir, _ = bench
     runs = pd.read_csv(workdir / "out" / "bench_runs.csv")
@@ -69,18 +103,42 @@ def test_every_strategy_spends_exactly_its_budget(bench: tuple[Path, str]) -> No
     assert runs["best_val_acc"].between(0.1, 1).all()
 
 
+@pytest.mark.e2e
 def test_summary_table_is_printed_and_written(bench: tuple[Path, str]) -> None:
     workdir, printed = bench
     summary = pd.read_csv(workdir / "out" / "bench.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert list(summary["strategy"]) == list(STRATEGIES)
-    kt_hyperband = summary.set_index("strategy").loc["kt-hyperband"]
-    assert kt_hyperband["reached_kt_hb_best"] == "1/1" and kt_hyperband["epochs_to_kt_hb_best"] <= BUDGET
     for strategy in STRATEGIES:
         assert strategy in printed
-    assert "atelier reached KerasTuner Hyperband's best val_accuracy in" in printed
 
 
+@pytest.mark.e2e
+def test_epochs_to_hyperbands_best_follow_the_curves(bench: tuple[Path, str]) -> None:
+    """Recomputed from curves.csv: the epoch at which each strategy's best so far first reached KT Hyperband's best."""
+    workdir, printed = bench
+    curves = pd.read_csv(workdir / "out" / "curves.csv")
+    reference = curves[curves["strategy"] == "kt-hyperband"]["best_val_acc"].max()
+    runs = pd.read_csv(workdir / "out" / "bench_runs.csv").set_index("strategy")
+    summary = pd.read_csv(workdir / "out" / "bench.csv").set_index("strategy")
+    expected = {}
+    for strategy in STRATEGIES:
+        curve = curves[curves["strategy"] == strategy].sort_values("epoch")
+        reached = curve[curve["best_val_acc"] >= reference]
+        expected[strategy] = float(reached["epoch"].iloc[0]) if len(reached) else math.inf
+        assert runs.loc[strategy, "epochs_to_kt_hb_best"] == expected[strategy], strategy
+        assert summary.loc[strategy, "epochs_to_kt_hb_best"] == expected[strategy], strategy  # one seed: its median
+        assert summary.loc[strategy, "reached_kt_hb_best"] == f"{int(math.isfinite(expected[strategy]))}/1"
+    assert 1 <= expected["kt-hyperband"] <= BUDGET
+    ratio = expected["atelier"] / expected["kt-hyperband"]
+    assert (
+        f"atelier reached KerasTuner Hyperband's best val_accuracy in {int(math.isfinite(expected['atelier']))} "
+        f"of 1 seeds; median {expected['atelier']:g} epochs against Hyperband's {expected['kt-hyperband']:g}; "
+        f"ratio per seed {ratio:.2f}"
+    ) in printed
+
+
+@pytest.mark.e2e
 def test_memory_is_measured_for_both_libraries(bench: tuple[Path, str]) -> None:
     workdir, printed = bench
     memory = pd.read_csv(workdir / "out" / "memory.csv")
@@ -90,11 +148,12 @@ def test_memory_is_measured_for_both_libraries(bench: tuple[Path, str]) -> None:
     assert "peak RSS" in printed
 
 
+@pytest.mark.e2e
 def test_mlflow_run_holds_the_tables_and_the_figure(bench: tuple[Path, str]) -> None:
     workdir, _ = bench
     png = workdir / "out" / "best_so_far.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    client = local_client(workdir)
     experiment = client.get_experiment_by_name("bench")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["atelier.kind"] == "bench"

@@ -15,12 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from background import Background
+from browser import (
+    AtelierUI,
+    artifact_names,
+    atelier_ui,
+    metric_chart,
+    open_tab,
+    open_ui,
+    plotly_plots_in_preview,
+    preview_artifact,
+    run_page_field,
+    run_page_tag,
+    runs_table,
+    set_columns,
+    visible,
+)
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from selenium.webdriver.chrome.webdriver import WebDriver
-
-from browser import (AtelierUI, artifact_names, atelier_ui, metric_chart, open_tab, open_ui, plotly_plots_in_preview,
-                     preview_artifact, run_page_field, run_page_tag, runs_table, set_columns, visible)
 from stores import atelier_in
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -43,15 +56,42 @@ class Study:
     client: MlflowClient
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    """`atelier run` on the digits: three short trials on one worker.
+def search_for_the_browser(folder: Path) -> dict[str, str]:
+    """`atelier run` on the digits: three short trials on one worker. Run in the background (conftest.BACKGROUND).
 
     No pruner: every trial completes, so the report always holds every plot (importances need two).
     """
-    store = tmp_path_factory.mktemp("browser") / "mlruns"
-    atelier_in(store.parent, "run", "--objective", "digits", "--trials", TRIALS, "--max-epochs", "3", "--pruner",
-               "none", "--workers", "1", "--quiet", "--store", store)
+    return {
+        "run": atelier_in(
+            folder,
+            "run",
+            "--objective",
+            "digits",
+            "--trials",
+            TRIALS,
+            "--max-epochs",
+            "3",
+            "--pruner",
+            "none",
+            "--workers",
+            "1",
+            "--quiet",
+            "--store",
+            folder / "mlruns",
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def browser_store(background: Background) -> Path:
+    """The store `search_for_the_browser` made."""
+    return background.result("browser_store").folder / "mlruns"
+
+
+@pytest.fixture(scope="module")
+def study(browser_store: Path) -> Study:
+    """The study in `browser_store`, and its trial runs."""
+    store = browser_store
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("digits-dense")
     runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
@@ -77,8 +117,9 @@ def test_ui_serves_the_store_on_loopback_and_links_the_runs_table(ui: AtelierUI,
     """Without a browser: the line `atelier ui` prints first, the tracking API behind it, the address it binds."""
     assert ui.first_line.startswith(f"MLflow UI at {ui.url}")
     assert ui.first_line.endswith(f"; trials at {ui.runs_page}")
-    with urllib.request.urlopen(f"{ui.url}/ajax-api/2.0/mlflow/experiments/get-by-name"
-                                "?experiment_name=digits-dense", timeout=30) as response:
+    with urllib.request.urlopen(
+        f"{ui.url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=digits-dense", timeout=30
+    ) as response:
         experiment = json.load(response)["experiment"]
     assert experiment["experiment_id"] == study.experiment_id == "1"
     listening = subprocess.run(["ss", "-ltnH", f"sport = :{ui.port}"], capture_output=True, text=True).stdout
@@ -87,8 +128,9 @@ def test_ui_serves_the_store_on_loopback_and_links_the_runs_table(ui: AtelierUI,
 
 def test_runs_table_lists_every_trial_with_its_state(page: WebDriver, ui: AtelierUI, study: Study) -> None:
     # The runs page, best first: sorted by the study's metric, ascending as val_loss is minimised.
-    assert ui.runs_page == (f"{ui.url}/#/experiments/{study.experiment_id}/runs"
-                            "?orderByKey=metrics.%60best_val_loss%60&orderByAsc=true")
+    assert ui.runs_page == (
+        f"{ui.url}/#/experiments/{study.experiment_id}/runs?orderByKey=metrics.%60best_val_loss%60&orderByAsc=true"
+    )
     open_ui(page, ui, ui.runs_page)
     set_columns(page, show=("atelier.state", "best_val_loss"), hide=("Dataset", "Source", "Models"))
     rows = runs_table(page, (RUN_NAME, STATE), study.trials)

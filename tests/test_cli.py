@@ -1,15 +1,9 @@
-"""The command line: bad input gets one line and exit status 2 with nothing written; `atelier ui` serves."""
+"""The command line: bad input gets one line and exit status 2 with nothing written (`atelier ui`: test_browser)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,62 +43,43 @@ def test_show_without_a_store_says_how_to_make_one(workdir: Path, atelier) -> No
     assert status == 2 and "run `atelier run` first" in err and err.count("\n") == 1
 
 
+@pytest.mark.e2e  # trains a first trial through the command line
 def test_resuming_with_another_space_or_seed_is_refused(workdir: Path, atelier) -> None:
     (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [16, 32]}\n")
-    status, _, _ = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "1",
-                           "--max-epochs", "1", "--quiet")
+    status, _, _ = atelier(
+        "run",
+        "--objective",
+        "digits",
+        "--space",
+        "one.toml",
+        "--study",
+        "s",
+        "--trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--quiet",
+    )
     assert status == 0
     (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [64, 128]}\n")
     status, _, err = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2")
     assert status == 2 and "was made with a different space file" in err
     (workdir / "one.toml").write_text("[params]\ndense_units = {choices = [16, 32]}\n")
-    status, _, err = atelier("run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2",
-                             "--seed", "7")
+    status, _, err = atelier(
+        "run", "--objective", "digits", "--space", "one.toml", "--study", "s", "--trials", "2", "--seed", "7"
+    )
     assert status == 2 and "was made with different data settings (files, split or seed)" in err
 
 
 def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "atelier"
-    result = subprocess.run([str(script), "run", "--objective", "nope"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [str(script), "run", "--objective", "nope"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("atelier: error: unknown objective 'nope'")
     assert "Traceback" not in result.stderr
-    result = subprocess.run([str(script), "run", "--trials", "ten"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [str(script), "run", "--trials", "ten"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "invalid int value: 'ten'" in result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_ui_serves_the_store_on_loopback_and_links_the_runs_table(workdir: Path, atelier) -> None:
-    status, _, _ = atelier("run", "--objective", "digits", "--trials", "1", "--max-epochs", "1", "--quiet")
-    assert status == 0
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "atelier"), "ui", "--port", str(port)],
-                              cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              start_new_session=True)
-    try:
-        first_line = server.stdout.readline()
-        base = f"http://127.0.0.1:{port}"
-        assert first_line.startswith(f"MLflow UI at {base}") and "#/experiments/1/runs" in first_line
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name"
-                                            "?experiment_name=digits-dense", timeout=5) as response:
-                    experiment = json.load(response)["experiment"]
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the MLflow UI did not answer within 90 s"
-                time.sleep(1)
-        assert experiment["experiment_id"] == "1"
-        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
-        assert {line.split()[3] for line in listening.splitlines()} == {f"127.0.0.1:{port}"}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the UI's server runs in child processes of its own
-        server.wait(timeout=30)

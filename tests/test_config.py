@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from search.config import (Choice, Fixed, Objective, Range, load_objective, load_space, objective_from_record,
-                           objective_record)
+from search.config import (
+    Choice,
+    Fixed,
+    Objective,
+    Range,
+    load_objective,
+    load_space,
+    objective_from_record,
+    objective_record,
+)
 from search.errors import SetupError
 from search.schema import EPOCH_METRICS, PARAMETERS
 
@@ -34,8 +42,15 @@ def test_shipped_dense_space() -> None:
     """`dense` searches the dense stack and training settings, and nothing convolutional."""
     space = load_space("dense")
     assert space.name == "dense"
-    assert set(space.params) == {"dense_layers", "dense_units", "dense_dropout", "dense_batch_norm", "l2",
-                                 "learning_rate", "batch_size"}
+    assert set(space.params) == {
+        "dense_layers",
+        "dense_units",
+        "dense_dropout",
+        "dense_batch_norm",
+        "l2",
+        "learning_rate",
+        "batch_size",
+    }
     assert space.params["dense_layers"] == Range(1, 3)
     assert space.params["dense_units"] == Choice((64, 128, 256, 512))
     assert space.params["dense_dropout"] == Range(0.0, 0.5, step=0.05)
@@ -79,35 +94,68 @@ BAD_SPACES = [
     ("str-given-int", PARAMS + "conv_padding = 3", "params.conv_padding", "expected str, got int 3; fix the value"),
     ("int-given-str", PARAMS + 'dense_layers = "two"', "params.dense_layers", "expected int, got str 'two'"),
     ("int-given-bool", PARAMS + "dense_layers = true", "params.dense_layers", "expected int, got bool"),
-    ("choice-not-an-option", PARAMS + 'conv_padding = {choices = ["same", "full"]}', "params.conv_padding",
-     "'full' is not one of 'same', 'valid'"),
-    ("choice-wrong-type", PARAMS + "dense_units = {choices = [64, 12.5]}", "params.dense_units",
-     "expected int, got float"),
+    (
+        "choice-not-an-option",
+        PARAMS + 'conv_padding = {choices = ["same", "full"]}',
+        "params.conv_padding",
+        "'full' is not one of 'same', 'valid'",
+    ),
+    (
+        "choice-wrong-type",
+        PARAMS + "dense_units = {choices = [64, 12.5]}",
+        "params.dense_units",
+        "expected int, got float",
+    ),
     ("range-on-bool", PARAMS + "conv_batch_norm = {low = 0, high = 1}", "params.conv_batch_norm", "{choices = [...]}"),
     ("range-on-str", PARAMS + "optimizer = {low = 0, high = 1}", "params.optimizer", "{choices = [...]}"),
     ("log-low-zero", PARAMS + "l2 = {low = 0.0, high = 1e-3, log = true}", "params.l2", "needs low > 0"),
-    ("log-and-step", PARAMS + "learning_rate = {low = 1e-4, high = 1e-2, log = true, step = 1e-4}",
-     "params.learning_rate", "either log = true or a step"),
+    (
+        "log-and-step",
+        PARAMS + "learning_rate = {low = 1e-4, high = 1e-2, log = true, step = 1e-4}",
+        "params.learning_rate",
+        "either log = true or a step",
+    ),
     ("log-not-bool", PARAMS + 'l2 = {low = 1e-7, high = 1e-3, log = "yes"}', "params.l2.log", "true or false"),
-    ("fractional-int-step", PARAMS + "dense_units = {low = 32, high = 256, step = 0.5}", "params.dense_units.step",
-     "must be an integer"),
-    ("negative-step", PARAMS + "dense_dropout = {low = 0.0, high = 0.5, step = -0.1}", "params.dense_dropout.step",
-     "positive number"),
+    (
+        "fractional-int-step",
+        PARAMS + "dense_units = {low = 32, high = 256, step = 0.5}",
+        "params.dense_units.step",
+        "must be an integer",
+    ),
+    (
+        "negative-step",
+        PARAMS + "dense_dropout = {low = 0.0, high = 0.5, step = -0.1}",
+        "params.dense_dropout.step",
+        "positive number",
+    ),
     ("constant-above-maximum", PARAMS + "conv_blocks = 9", "params.conv_blocks", "above the maximum 8"),
     ("constant-below-minimum", PARAMS + "learning_rate = 0.0", "params.learning_rate", "below the minimum 1e-07"),
-    ("range-above-maximum", PARAMS + "dense_dropout = {low = 0.0, high = 0.95}", "params.dense_dropout.high",
-     "above the maximum 0.9"),
+    (
+        "range-above-maximum",
+        PARAMS + "dense_dropout = {low = 0.0, high = 0.95}",
+        "params.dense_dropout.high",
+        "above the maximum 0.9",
+    ),
     ("malformed-toml", PARAMS + "dense_layers = {low = 1, high = 3", "line 2", "fix the syntax"),
-    ("unknown-range-key", PARAMS + "dense_layers = {low = 1, hihg = 3}", "params.dense_layers.hihg",
-     "did you mean 'high'"),
-    ("unknown-choice-key", PARAMS + "dense_units = {choices = [64], log = true}", "params.dense_units.log",
-     "known: choices"),
+    (
+        "unknown-range-key",
+        PARAMS + "dense_layers = {low = 1, hihg = 3}",
+        "params.dense_layers.hihg",
+        "did you mean 'high'",
+    ),
+    (
+        "unknown-choice-key",
+        PARAMS + "dense_units = {choices = [64], log = true}",
+        "params.dense_units.log",
+        "known: choices",
+    ),
     ("missing-high", PARAMS + "dense_layers = {low = 1}", "params.dense_layers", "needs both low and high"),
 ]
 
 
-@pytest.mark.parametrize(("text", "key", "hint"), [case[1:] for case in BAD_SPACES],
-                         ids=[case[0] for case in BAD_SPACES])
+@pytest.mark.parametrize(
+    ("text", "key", "hint"), [case[1:] for case in BAD_SPACES], ids=[case[0] for case in BAD_SPACES]
+)
 def test_bad_space(tmp_path: Path, text: str, key: str, hint: str) -> None:
     """A bad space file fails with one line naming the file, the key and the fix."""
     path = write(tmp_path, "bad.toml", text + "\n")
@@ -119,43 +167,61 @@ def test_bad_space(tmp_path: Path, text: str, key: str, hint: str) -> None:
 
 
 BAD_OBJECTIVES = [
-    ("missing-data", '[search]\ntrials = 3\n', "data", "missing [data] table"),
+    ("missing-data", "[search]\ntrials = 3\n", "data", "missing [data] table"),
     ("missing-source", "[data]\nvalidation_fraction = 0.2\n", "data.source", "use one of idx, csv, digits, loader"),
     ("unknown-source", '[data]\nsource = "ftp"\n', "data.source", "unknown source 'ftp'; use one of idx"),
-    ("unknown-data-key", VALID_DATA + "validation = 0.2\n", "data.validation",
-     "did you mean 'validation_fraction'"),
+    ("unknown-data-key", VALID_DATA + "validation = 0.2\n", "data.validation", "did you mean 'validation_fraction'"),
     ("unknown-search-key", VALID_DATA + "[search]\ntrails = 10\n", "search.trails", "did you mean 'trials'"),
     ("unknown-top-level-key", VALID_DATA + "[serach]\ntrials = 10\n", "serach", "did you mean 'search'"),
-    ("metric-not-produced", VALID_DATA + '[search]\nmetric = "val_f1"\n', "search.metric",
-     "monitor one of loss, accuracy, val_loss, val_accuracy"),
+    (
+        "metric-not-produced",
+        VALID_DATA + '[search]\nmetric = "val_f1"\n',
+        "search.metric",
+        "monitor one of loss, accuracy, val_loss, val_accuracy",
+    ),
     ("unknown-sampler", VALID_DATA + '[search]\nsampler = "grid"\n', "search.sampler", "use one of tpe, random"),
     ("unknown-pruner", VALID_DATA + '[search]\npruner = "asha"\n', "search.pruner", "use one of hyperband"),
-    ("validation-fraction-one", '[data]\nsource = "digits"\nvalidation_fraction = 1\n',
-     "data.validation_fraction", "between 0 and 1"),
-    ("validation-fraction-zero", '[data]\nsource = "digits"\nvalidation_fraction = 0.0\n',
-     "data.validation_fraction", "between 0 and 1"),
-    ("validation-fraction-above-one", '[data]\nsource = "digits"\nvalidation_fraction = 1.5\n',
-     "data.validation_fraction", "between 0 and 1"),
+    (
+        "validation-fraction-one",
+        '[data]\nsource = "digits"\nvalidation_fraction = 1\n',
+        "data.validation_fraction",
+        "between 0 and 1",
+    ),
+    (
+        "validation-fraction-zero",
+        '[data]\nsource = "digits"\nvalidation_fraction = 0.0\n',
+        "data.validation_fraction",
+        "between 0 and 1",
+    ),
+    (
+        "validation-fraction-above-one",
+        '[data]\nsource = "digits"\nvalidation_fraction = 1.5\n',
+        "data.validation_fraction",
+        "between 0 and 1",
+    ),
     ("zero-trials", VALID_DATA + "[search]\ntrials = 0\n", "search.trials", "at least 1"),
     ("trials-as-text", VALID_DATA + '[search]\ntrials = "ten"\n', "search.trials", "expected int, got str 'ten'"),
     ("trials-as-float", VALID_DATA + "[search]\ntrials = 10.0\n", "search.trials", "expected int, got float"),
-    ("max-epochs-as-bool", VALID_DATA + "[search]\nmax_epochs = true\n", "search.max_epochs",
-     "expected int, got bool"),
+    ("max-epochs-as-bool", VALID_DATA + "[search]\nmax_epochs = true\n", "search.max_epochs", "expected int, got bool"),
     ("zero-timeout", VALID_DATA + "[search]\ntimeout = 0\n", "search.timeout", "positive number of seconds"),
-    ("csv-without-train", '[data]\nsource = "csv"\n', "data.train", "train = \"path/to/train.csv\""),
-    ("loader-without-function", '[data]\nsource = "loader"\nloader = "pkg.mod"\n', "data.loader",
-     "package.module:function"),
+    ("csv-without-train", '[data]\nsource = "csv"\n', "data.train", 'train = "path/to/train.csv"'),
+    (
+        "loader-without-function",
+        '[data]\nsource = "loader"\nloader = "pkg.mod"\n',
+        "data.loader",
+        "package.module:function",
+    ),
     ("one-class-name", '[data]\nsource = "digits"\nclass_names = ["a"]\n', "data.class_names", "at least two"),
     ("negative-subsample", '[data]\nsource = "digits"\nsubsample = -5\n', "data.subsample", "fraction in (0, 1]"),
     ("malformed-toml", "[data\nsource = 1\n", "line 1", "fix the syntax"),
     ("margin-above-one", VALID_DATA + "[promotion]\nmargin = 1.5\n", "promotion.margin", "from 0 up to 1"),
-    ("unknown-promotion-key", VALID_DATA + "[promotion]\nmargn = 0.1\n", "promotion.margn",
-     "did you mean 'margin'"),
+    ("unknown-promotion-key", VALID_DATA + "[promotion]\nmargn = 0.1\n", "promotion.margn", "did you mean 'margin'"),
 ]
 
 
-@pytest.mark.parametrize(("text", "key", "hint"), [case[1:] for case in BAD_OBJECTIVES],
-                         ids=[case[0] for case in BAD_OBJECTIVES])
+@pytest.mark.parametrize(
+    ("text", "key", "hint"), [case[1:] for case in BAD_OBJECTIVES], ids=[case[0] for case in BAD_OBJECTIVES]
+)
 def test_bad_objective(tmp_path: Path, text: str, key: str, hint: str) -> None:
     """A bad objective file fails with one line naming the file, the key and the fix."""
     path = write(tmp_path, "bad.toml", text)
@@ -232,8 +298,12 @@ def test_direction_of_dataclass() -> None:
 
 def test_float_params_given_as_ints_become_floats(tmp_path: Path) -> None:
     """Integer constants, bounds, steps and choices of float parameters are stored as floats."""
-    path = write(tmp_path, "s.toml", "[params]\nl2 = 0\nlearning_rate = 1\ndense_dropout = {choices = [0]}\n"
-                                     "aug_erase = {low = 0, high = 1, step = 1}\n")
+    path = write(
+        tmp_path,
+        "s.toml",
+        "[params]\nl2 = 0\nlearning_rate = 1\ndense_dropout = {choices = [0]}\n"
+        "aug_erase = {low = 0, high = 1, step = 1}\n",
+    )
     params = load_space(str(path)).params
     assert params["l2"] == Fixed(0.0) and type(params["l2"].value) is float
     assert params["learning_rate"] == Fixed(1.0) and type(params["learning_rate"].value) is float
@@ -245,8 +315,12 @@ def test_float_params_given_as_ints_become_floats(tmp_path: Path) -> None:
 
 def test_int_params_keep_ints(tmp_path: Path) -> None:
     """Integer parameters stay integers, steps included."""
-    path = write(tmp_path, "s.toml", "[params]\ndense_layers = 2\ndense_units = {low = 32, high = 256, step = 32}\n"
-                                     "conv_filters = {choices = [16, 32]}\n")
+    path = write(
+        tmp_path,
+        "s.toml",
+        "[params]\ndense_layers = 2\ndense_units = {low = 32, high = 256, step = 32}\n"
+        "conv_filters = {choices = [16, 32]}\n",
+    )
     params = load_space(str(path)).params
     assert params["dense_layers"] == Fixed(2) and type(params["dense_layers"].value) is int
     units = params["dense_units"]
@@ -257,8 +331,11 @@ def test_int_params_keep_ints(tmp_path: Path) -> None:
 
 def test_objective_numbers_are_typed(tmp_path: Path) -> None:
     """An integer timeout becomes seconds as a float; an image count above 1 stays an int subsample."""
-    path = write(tmp_path, "o.toml", '[data]\nsource = "digits"\nsubsample = 500\nvalidation_fraction = 0.25\n'
-                                     '[search]\ntimeout = 60\ntrials = 3\n')
+    path = write(
+        tmp_path,
+        "o.toml",
+        '[data]\nsource = "digits"\nsubsample = 500\nvalidation_fraction = 0.25\n[search]\ntimeout = 60\ntrials = 3\n',
+    )
     objective = load_objective(str(path))
     assert objective.timeout == 60.0 and type(objective.timeout) is float
     assert objective.data.subsample == 500 and type(objective.data.subsample) is int
@@ -277,8 +354,12 @@ def test_objective_data_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 def test_objective_record_keeps_every_resolved_setting(tmp_path: Path) -> None:
     """What a study records rebuilds the very objective, data paths, class names and margin included."""
     write(tmp_path, "data/train.csv", "label,pixel1\n")
-    path = write(tmp_path, "csv.toml", '[data]\nsource = "csv"\ntrain = "data/train.csv"\nclass_names = ["a", "b"]\n'
-                 '[search]\nseed = 4\n[promotion]\nmargin = 0.02\n')
+    path = write(
+        tmp_path,
+        "csv.toml",
+        '[data]\nsource = "csv"\ntrain = "data/train.csv"\nclass_names = ["a", "b"]\n'
+        "[search]\nseed = 4\n[promotion]\nmargin = 0.02\n",
+    )
     for objective in (load_objective(str(path)), load_objective("fashion-mnist")):
         assert objective_from_record(objective_record(objective)) == objective
     assert objective_from_record(objective_record(load_objective(str(path)))).data.train == tmp_path / "data/train.csv"

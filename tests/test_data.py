@@ -18,8 +18,18 @@ from search.config import DataConfig, Objective, load_objective
 from search.data import IDX_FILES, Images, SearchData, load_search_data, read_idx_pair, read_kaggle_csv, reader
 from search.errors import SetupError
 
-FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 TEST_IMAGES, TEST_LABELS = IDX_FILES["test"]
 TRAIN_IMAGES, TRAIN_LABELS = IDX_FILES["train"]
 
@@ -56,7 +66,7 @@ def fashion_test(fashion_dir: Path) -> Images:
 
 
 @pytest.fixture(scope="module")
-def test_raw(fashion_dir: Path) -> dict[str, bytes]:
+def raw_test_part(fashion_dir: Path) -> dict[str, bytes]:
     """The decompressed bytes of the real test-part files."""
     return {name: gzip.decompress((fashion_dir / name).read_bytes()) for name in (TEST_IMAGES, TEST_LABELS)}
 
@@ -105,8 +115,9 @@ def write_objective(path: Path, data_lines: str) -> Objective:
 
 def write_kaggle_csv(path: Path, images: Images, labelled: bool = True) -> Path:
     """Images as a Kaggle-layout CSV: label,pixel1,...,pixel784."""
-    frame = pd.DataFrame(images.x.reshape(len(images), -1),
-                         columns=[f"pixel{i}" for i in range(1, images.x[0].size + 1)])
+    frame = pd.DataFrame(
+        images.x.reshape(len(images), -1), columns=[f"pixel{i}" for i in range(1, images.x[0].size + 1)]
+    )
     if labelled:
         frame.insert(0, "label", images.y)
     frame.to_csv(path, index=False)
@@ -127,13 +138,13 @@ def test_train_part_is_60000_balanced_uint8_images(fashion_train: Images) -> Non
     assert fashion_train.x.max() == 255
 
 
-def test_test_part_is_10000_images_in_file_order(fashion_test: Images, test_raw: dict[str, bytes]) -> None:
+def test_test_part_is_10000_images_in_file_order(fashion_test: Images, raw_test_part: dict[str, bytes]) -> None:
     """The test part: 10,000 images and labels, exactly the files' bytes after their headers."""
     assert fashion_test.x.shape == (10000, 28, 28, 1)
     assert len(fashion_test) == 10000
     assert np.bincount(fashion_test.y).tolist() == [1000] * 10
-    assert fashion_test.x.tobytes() == test_raw[TEST_IMAGES][16:]
-    assert fashion_test.y.astype(np.uint8).tobytes() == test_raw[TEST_LABELS][8:]
+    assert fashion_test.x.tobytes() == raw_test_part[TEST_IMAGES][16:]
+    assert fashion_test.y.astype(np.uint8).tobytes() == raw_test_part[TEST_LABELS][8:]
 
 
 # The search data of the shipped objective
@@ -167,8 +178,9 @@ def test_same_seed_gives_the_same_split(search_data: SearchData, objective: Obje
     assert np.array_equal(again.train.y, search_data.train.y)
 
 
-def test_another_seed_gives_another_stratified_split(search_data: SearchData, objective: Objective,
-                                                      fashion_dir: Path) -> None:
+def test_another_seed_gives_another_stratified_split(
+    search_data: SearchData, objective: Objective, fashion_dir: Path
+) -> None:
     """seed = 1 picks other validation images, still 600 of each class."""
     other = load_search_data(dataclasses.replace(objective, seed=1), data_dir=fashion_dir)
     assert len(other.val) == 6000
@@ -177,8 +189,9 @@ def test_another_seed_gives_another_stratified_split(search_data: SearchData, ob
 
 
 @pytest.mark.parametrize(("subsample", "total"), [(0.1, 6000), (2000, 2000)], ids=["fraction", "count"])
-def test_subsample_keeps_classes_balanced(objective: Objective, fashion_dir: Path, fashion_train: Images,
-                                          subsample: float | int, total: int) -> None:
+def test_subsample_keeps_classes_balanced(
+    objective: Objective, fashion_dir: Path, fashion_train: Images, subsample: float | int, total: int
+) -> None:
     """A fraction or a count of the training part, equally many of each class in train and validation."""
     data = load_search_data(subsampled(objective, subsample), data_dir=fashion_dir)
     assert len(data.train) + len(data.val) == total
@@ -188,16 +201,21 @@ def test_subsample_keeps_classes_balanced(objective: Objective, fashion_dir: Pat
     assert rows(data.train.x) | rows(data.val.x) <= rows(fashion_train.x)
 
 
-def test_search_reads_only_the_train_part(tmp_path: Path, small_npz: Path,
-                                          write_loader: Callable[[str, str], None]) -> None:
+def test_search_reads_only_the_train_part(
+    tmp_path: Path, small_npz: Path, write_loader: Callable[[str, str], None]
+) -> None:
     """load_search_data asks a loader for the train part alone, never the test part."""
-    write_loader("recording_loader", (
-        "import numpy as np\n"
-        "requested = []\n"
-        "def load(part):\n"
-        "    requested.append(part)\n"
-        f"    data = np.load({str(small_npz)!r})\n"
-        "    return data['x'], data['y']\n"))
+    write_loader(
+        "recording_loader",
+        (
+            "import numpy as np\n"
+            "requested = []\n"
+            "def load(part):\n"
+            "    requested.append(part)\n"
+            f"    data = np.load({str(small_npz)!r})\n"
+            "    return data['x'], data['y']\n"
+        ),
+    )
     objective = write_objective(tmp_path / "recorded.toml", 'source = "loader"\nloader = "recording_loader:load"')
     data = load_search_data(objective)
     assert sys.modules["recording_loader"].requested == ["train"]
@@ -227,9 +245,14 @@ def test_csv_objective_searches_the_csv_images(tmp_path: Path, fashion_train: Im
     assert (len(data.train), len(data.val)) == (450, 50)
     assert data.class_names == FASHION_NAMES
     assert data.source == str(path)
-    split = sorted(zip(map(bytes, np.concatenate([data.train.x, data.val.x])),
-                       np.concatenate([data.train.y, data.val.y]).tolist()))
-    assert split == sorted(zip(map(bytes, first.x), first.y.tolist()))
+    split = sorted(
+        zip(
+            map(bytes, np.concatenate([data.train.x, data.val.x])),
+            np.concatenate([data.train.y, data.val.y]).tolist(),
+            strict=False,
+        )
+    )
+    assert split == sorted(zip(map(bytes, first.x), first.y.tolist(), strict=False))
 
 
 def test_unlabelled_csv_reads_with_labels_minus_one(tmp_path: Path, fashion_test: Images) -> None:
@@ -245,6 +268,7 @@ def _set_cell(row: int, column: str, value: object) -> Callable[[pd.DataFrame], 
         frame = frame.astype(object)
         frame.loc[row, column] = value
         return frame
+
     return change
 
 
@@ -252,10 +276,12 @@ CSV_DEFECTS = [
     pytest.param(lambda f: f.rename(columns={"pixel784": "pix784"}), ("Kaggle's layout",), id="misnamed-column"),
     pytest.param(lambda f: f.drop(columns="pixel784"), ("got 784 columns", "Kaggle's layout"), id="not-a-square"),
     pytest.param(lambda f: f.drop(columns="label"), ("columns must be label,", "Kaggle's layout"), id="no-label"),
-    pytest.param(_set_cell(3, "pixel10", "dark"), ("row 5 column pixel10", "'dark'", "must be numeric"),
-                 id="non-numeric"),
-    pytest.param(_set_cell(0, "label", 10), ("labels must lie in 0..9", "found 0 to 10", "fix the labels"),
-                 id="label-10"),
+    pytest.param(
+        _set_cell(3, "pixel10", "dark"), ("row 5 column pixel10", "'dark'", "must be numeric"), id="non-numeric"
+    ),
+    pytest.param(
+        _set_cell(0, "label", 10), ("labels must lie in 0..9", "found 0 to 10", "fix the labels"), id="label-10"
+    ),
     pytest.param(_set_cell(7, "pixel300", 256), ("0 to 255", "found 0 to 256", "rescale"), id="pixel-256"),
     pytest.param(_set_cell(7, "pixel300", -1), ("0 to 255", "found -1 to", "rescale"), id="negative-pixel"),
     pytest.param(_set_cell(7, "pixel300", 12.5), ("whole numbers", "rescale"), id="fractional-pixel"),
@@ -264,9 +290,9 @@ CSV_DEFECTS = [
 
 
 @pytest.mark.parametrize(("defect", "fragments"), CSV_DEFECTS)
-def test_malformed_csv_is_a_setup_error(tmp_path: Path, fashion_train: Images,
-                                        defect: Callable[[pd.DataFrame], pd.DataFrame],
-                                        fragments: tuple[str, ...]) -> None:
+def test_malformed_csv_is_a_setup_error(
+    tmp_path: Path, fashion_train: Images, defect: Callable[[pd.DataFrame], pd.DataFrame], fragments: tuple[str, ...]
+) -> None:
     """A CSV derived from real images but malformed stops with one line naming the file and the fix."""
     good = write_kaggle_csv(tmp_path / "good.csv", Images(fashion_train.x[:20], fashion_train.y[:20]))
     bad = tmp_path / "bad.csv"
@@ -287,7 +313,7 @@ def _truncated_gz(folder: Path, raw: dict[str, bytes]) -> Path:
 
 def _truncated_content(folder: Path, raw: dict[str, bytes]) -> Path:
     path = folder / TEST_IMAGES
-    path.write_bytes(gzip.compress(raw[TEST_IMAGES][:len(raw[TEST_IMAGES]) // 2], compresslevel=1))
+    path.write_bytes(gzip.compress(raw[TEST_IMAGES][: len(raw[TEST_IMAGES]) // 2], compresslevel=1))
     return path
 
 
@@ -307,7 +333,7 @@ def _swapped(folder: Path, raw: dict[str, bytes]) -> Path:
 
 def _fewer_labels(folder: Path, raw: dict[str, bytes]) -> Path:
     labels = raw[TEST_LABELS]
-    (folder / TEST_LABELS).write_bytes(gzip.compress(labels[:4] + struct.pack(">I", 9999) + labels[8:8 + 9999]))
+    (folder / TEST_LABELS).write_bytes(gzip.compress(labels[:4] + struct.pack(">I", 9999) + labels[8 : 8 + 9999]))
     return folder
 
 
@@ -334,13 +360,17 @@ IDX_DEFECTS = [
 
 
 @pytest.mark.parametrize(("defect", "fragments"), IDX_DEFECTS)
-def test_corrupt_idx_is_a_setup_error(tmp_path: Path, fashion_dir: Path, test_raw: dict[str, bytes],
-                                      defect: Callable[[Path, dict[str, bytes]], Path],
-                                      fragments: tuple[str, ...]) -> None:
+def test_corrupt_idx_is_a_setup_error(
+    tmp_path: Path,
+    fashion_dir: Path,
+    raw_test_part: dict[str, bytes],
+    defect: Callable[[Path, dict[str, bytes]], Path],
+    fragments: tuple[str, ...],
+) -> None:
     """A copy of the real test part with one file spoiled stops with one line naming it and the fix."""
     for name in (TEST_IMAGES, TEST_LABELS):
         shutil.copyfile(fashion_dir / name, tmp_path / name)
-    offending = defect(tmp_path, test_raw)
+    offending = defect(tmp_path, raw_test_part)
     with pytest.raises(SetupError) as error:
         read_idx_pair(tmp_path, "test")
     one_line(error, str(offending), *fragments)
@@ -348,9 +378,9 @@ def test_corrupt_idx_is_a_setup_error(tmp_path: Path, fashion_dir: Path, test_ra
 
 @pytest.mark.parametrize("present", [(), (TRAIN_IMAGES,)], ids=["empty", "labels-missing"])
 @pytest.mark.parametrize("via", ["flag", "objective"])
-def test_data_dir_without_the_files_names_folder_and_files(tmp_path: Path, fashion_dir: Path,
-                                                           objective: Objective, present: tuple[str, ...],
-                                                           via: str) -> None:
+def test_data_dir_without_the_files_names_folder_and_files(
+    tmp_path: Path, fashion_dir: Path, objective: Objective, present: tuple[str, ...], via: str
+) -> None:
     """An explicit folder lacking the training files: the error names it, the files it needs, and the fix."""
     folder = tmp_path / "fashion"
     folder.mkdir()
@@ -397,17 +427,25 @@ LOADER_DEFECTS = [
 
 
 @pytest.mark.parametrize("returned", LOADER_DEFECTS)
-def test_loader_returning_bad_images_is_a_setup_error(small_npz: Path, write_loader: Callable[[str, str], None],
-                                                      objective: Objective, returned: str,
-                                                      request: pytest.FixtureRequest) -> None:
+def test_loader_returning_bad_images_is_a_setup_error(
+    small_npz: Path,
+    write_loader: Callable[[str, str], None],
+    objective: Objective,
+    returned: str,
+    request: pytest.FixtureRequest,
+) -> None:
     """A loader whose images have the wrong shape, count or pixel range stops with one line naming it."""
     module = "bad_loader_" + request.node.callspec.id.replace("-", "_")
-    write_loader(module, (
-        "import numpy as np\n"
-        "def load(part):\n"
-        f"    data = np.load({str(small_npz)!r})\n"
-        "    x, y = data['x'], data['y']\n"
-        f"    return {returned}\n"))
+    write_loader(
+        module,
+        (
+            "import numpy as np\n"
+            "def load(part):\n"
+            f"    data = np.load({str(small_npz)!r})\n"
+            "    x, y = data['x'], data['y']\n"
+            f"    return {returned}\n"
+        ),
+    )
     bad = dataclasses.replace(objective, data=DataConfig(source="loader", loader=f"{module}:load"))
     with pytest.raises(SetupError) as error:
         load_search_data(bad)
@@ -423,8 +461,7 @@ def test_loader_that_cannot_be_imported_is_named(objective: Objective, dotted: s
     one_line(error, f"loader '{dotted}'", "cannot be imported", "package.module:function")
 
 
-def test_loader_that_fails_as_it_loads_is_named(write_loader: Callable[[str, str], None],
-                                                objective: Objective) -> None:
+def test_loader_that_fails_as_it_loads_is_named(write_loader: Callable[[str, str], None], objective: Objective) -> None:
     """A loader module that raises on import is a SetupError naming it, not a traceback."""
     write_loader("broken_loader", "raise RuntimeError('no database')\ndef load(part):\n    pass\n")
     bad = dataclasses.replace(objective, data=DataConfig(source="loader", loader="broken_loader:load"))

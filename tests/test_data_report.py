@@ -23,8 +23,14 @@ from search.reports.data import (
     write_data_report,
 )
 
-REPORT_FILES = ["class_counts.png", "samples.png", "mean_images.png", "pixel_histogram.png", "class_counts.csv",
-                "summary.json"]
+REPORT_FILES = [
+    "class_counts.png",
+    "samples.png",
+    "mean_images.png",
+    "pixel_histogram.png",
+    "class_counts.csv",
+    "summary.json",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -121,7 +127,7 @@ def test_samples_grid_has_one_row_per_class_named_and_drawn_from_it(fashion: Sea
     assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == list(fashion.class_names)
     for label, indices in enumerate(sample_indices(fashion.train.y, fashion.n_classes)):
         top = label * (side + 1)
-        first = mosaic[top:top + side, :side]
+        first = mosaic[top : top + side, :side]
         assert (first == fashion.train.x[indices[0], ..., 0]).all()
 
 
@@ -131,7 +137,7 @@ def test_mean_images_are_titled_with_class_names_and_show_the_class_means(digits
     mosaic = mosaic_of(figure)
     zeros = digits.train.x[digits.train.y == 0].mean(axis=0)[..., 0]
     band = mosaic.shape[0] - 8 - 1
-    assert (mosaic[band:band + 8, :8] == np.round(zeros)).all()
+    assert (mosaic[band : band + 8, :8] == np.round(zeros)).all()
 
 
 def test_report_writes_its_figures_table_and_summary(data: SearchData, tmp_path: Path) -> None:
@@ -144,8 +150,9 @@ def test_report_writes_its_figures_table_and_summary(data: SearchData, tmp_path:
     assert json.loads(paths[5].read_text()) == summary(data)
 
 
-@pytest.mark.parametrize("variant", [coloured, lambda data: relabelled(data, 100)], ids=["three-channels",
-                                                                                         "100-classes"])
+@pytest.mark.parametrize(
+    "variant", [coloured, lambda data: relabelled(data, 100)], ids=["three-channels", "100-classes"]
+)
 def test_report_draws_colour_images_and_many_classes(variant, digits: SearchData, tmp_path: Path) -> None:
     data = variant(digits)
     paths = write_data_report(data, tmp_path)
@@ -159,8 +166,9 @@ def test_report_draws_colour_images_and_many_classes(variant, digits: SearchData
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json", "markdown"])
-def test_data_command_prints_counts_in_each_format_and_writes_the_report(fmt: str, workdir: Path, atelier,
-                                                                         digits: SearchData) -> None:
+def test_data_command_prints_counts_in_each_format_and_writes_the_report(
+    fmt: str, workdir: Path, atelier, digits: SearchData
+) -> None:
     status, out, err = atelier("data", "--objective", "digits", "--format", fmt)
     assert status == 0, err
     expected = class_counts(digits)
@@ -179,8 +187,9 @@ def test_data_command_prints_counts_in_each_format_and_writes_the_report(fmt: st
 
 
 def test_data_command_reports_fashion_mnist_into_output(workdir: Path, atelier, fashion_dir: Path) -> None:
-    status, out, err = atelier("data", "--objective", "fashion-mnist-quick", "--data-dir", fashion_dir,
-                               "--output", "reports/fm")
+    status, out, err = atelier(
+        "data", "--objective", "fashion-mnist-quick", "--data-dir", fashion_dir, "--output", "reports/fm"
+    )
     assert status == 0, err
     assert "13500 train and 1500 validation images (28, 28, 1), 10 classes" in out
     assert "Ankle boot" in out and "report in reports/fm:" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -12,26 +13,45 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-
 from servers import PostgresServer, mlflow_server, postgres_server
 
+pytestmark = pytest.mark.e2e  # real searches as subprocesses on PostgreSQL and an `mlflow server`
 TARGET = 6
 
 
 def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
-        postgres: PostgresServer, tmp_path: Path) -> None:
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     postgres.create_database("optuna_shared_search")
     postgres.create_database("mlflow_shared_search")
     storage = postgres.url("optuna_shared_search")
     with mlflow_server(postgres.url("mlflow_shared_search"), tmp_path / "artifacts", workers=2) as tracking:
-        command = [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--study", "shared",
-                   "--trials", str(TARGET), "--max-epochs", "3", "--workers", "1", "--storage", storage,
-                   "--tracking-uri", tracking]
+        command = [
+            str(Path(sys.executable).parent / "atelier"),
+            "run",
+            "--objective",
+            "digits",
+            "--study",
+            "shared",
+            "--trials",
+            str(TARGET),
+            "--max-epochs",
+            "2",
+            "--workers",
+            "1",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking,
+        ]
         machines = []
-        for name in ("machine-a", "machine-b"):  # separate folders: nothing shared but the two servers
-            (tmp_path / name).mkdir()
-            machines.append(subprocess.Popen(command, cwd=tmp_path / name, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, text=True))
+        for name in ("machine-a", "machine-b"):  # two processes started alike, in separate folders: nothing
+            (tmp_path / name).mkdir()  # shared but the two servers
+            machines.append(
+                subprocess.Popen(
+                    command, cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+            )
         outputs = [machine.communicate(timeout=600) for machine in machines]
         assert [machine.returncode for machine in machines] == [0, 0], [err for _, err in outputs]
         client = MlflowClient(tracking)
@@ -54,24 +74,50 @@ def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
 
 
 @pytest.mark.usefixtures("postgres")  # skips, or fails in CI, without PostgreSQL; the test runs its own cluster
-def test_a_database_restart_mid_search_is_ridden_out(tmp_path: Path) -> None:
+def test_a_database_restart_mid_search_is_ridden_out(workdir: Path, atelier) -> None:
+    """The search runs in this process; a thread restarts the database once the first trial has finished."""
     with tempfile.TemporaryDirectory(prefix="atelier-pg-") as folder, postgres_server(Path(folder)) as server:
         server.create_database("optuna_restart")
         storage = server.url("optuna_restart")
-        command = [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--study", "restart",
-                   "--trials", "3", "--max-epochs", "6", "--pruner", "none", "--workers", "1", "--storage", storage]
-        search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 180
-        while not _has_finished_trial(storage) and time.monotonic() < deadline:
-            assert search.poll() is None, search.communicate()
-            time.sleep(0.5)
-        server.stop()  # every open connection is cut while the search trains
-        time.sleep(4)
-        server.start()
-        out, err = search.communicate(timeout=600)
-        assert search.returncode == 0, err
+        restarted: list[float] = []
+
+        def restart() -> None:
+            deadline = time.monotonic() + 180
+            while not _has_finished_trial(storage):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.5)
+            server.stop()  # every open connection is cut while the search trains
+            time.sleep(4)
+            server.start()
+            restarted.append(time.monotonic())
+
+        restarter = threading.Thread(target=restart, daemon=True, name="database-restart")
+        restarter.start()
+        status, _, err = atelier(
+            "run",
+            "--objective",
+            "digits",
+            "--study",
+            "restart",
+            "--trials",
+            "3",
+            "--max-epochs",
+            "6",
+            "--pruner",
+            "none",
+            "--workers",
+            "1",
+            "--storage",
+            storage,
+        )
+        restarter.join(timeout=60)
+        assert restarted, "the database was never restarted: no trial finished within 180 s"
+        assert status == 0, err
         trials = optuna.load_study(study_name="restart", storage=storage).get_trials()
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+        finished = max(t.datetime_complete for t in trials).timestamp()
+        assert finished > time.time() - (time.monotonic() - restarted[0]), "the search ended before the restart"
 
 
 def _has_finished_trial(storage: str) -> bool:

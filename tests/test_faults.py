@@ -1,4 +1,9 @@
-"""Faults in real searches: SIGKILL of the whole command or of one worker, Ctrl-C, then resume."""
+"""Faults in real searches: SIGKILL of the whole command or of one worker, Ctrl-C, then resume.
+
+A command that is killed or interrupted runs as its own process (the console script); the command run
+again to resume runs in-process (`atelier` fixture), as does the search whose worker a thread kills:
+the same code, without a second interpreter importing TensorFlow and MLflow.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,11 +19,14 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
-
 from servers import mlflow_server
+from stores import journal_study, local_client
 
-# Small slow trials: batch 8, 16 epochs and no pruning, so a trial stays mid-fit for seconds after its
-# first epoch is seen (about 0.7 s an epoch here) and a signal sent then lands inside model.fit.
+pytestmark = pytest.mark.e2e  # real searches as subprocesses, killed; an `mlflow server`
+
+# Small slow trials: batch 8, 12 epochs and no pruning, so a trial stays mid-fit for seconds after its
+# first epoch is seen (about 0.7 s an epoch here, 7 s for the other eleven) and a signal sent then lands
+# inside model.fit.
 SLOW_SPACE = """
 [params]
 dense_layers = 1
@@ -25,34 +34,58 @@ dense_units = {choices = [32, 64]}
 batch_size = 8
 learning_rate = {low = 1e-3, high = 3e-3, log = true}
 """
+EPOCHS = 12
+
+
+def _args(*args: str) -> list[str]:
+    return [
+        "run",
+        "--objective",
+        "digits",
+        "--space",
+        "slow.toml",
+        "--study",
+        "faults",
+        "--pruner",
+        "none",
+        "--workers",
+        "1",
+        "--max-epochs",
+        str(EPOCHS),
+        "--quiet",
+        *args,
+    ]
 
 
 def _command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "atelier"), "run", "--objective", "digits", "--space", "slow.toml",
-            "--study", "faults", "--pruner", "none", "--workers", "1", "--max-epochs", "16", "--quiet", *args]
+    return [str(Path(sys.executable).parent / "atelier"), *_args(*args)]
 
 
 def _study(workdir: Path) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
-    return optuna.load_study(study_name="faults", storage=storage)
-
-
-def _client(workdir: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    return journal_study(workdir, "faults")
 
 
 def _start(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     (workdir / "slow.toml").write_text(SLOW_SPACE)
-    return subprocess.Popen(_command(*args), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env=env)
+    return subprocess.Popen(
+        _command(*args),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
 
 
-def _wait_mid_fit(workdir: Path, process: subprocess.Popen, number: int, seconds: float = 180) -> FrozenTrial:
-    """Trial `number` once it is RUNNING and has reported an epoch (so it is inside model.fit)."""
+def _wait_mid_fit(workdir: Path, process: subprocess.Popen | None, number: int, seconds: float = 180) -> FrozenTrial:
+    """Trial `number` once it is RUNNING and has reported an epoch (so it is inside model.fit).
+
+    `process`: the command's, which must not end first; None when the command runs in this process.
+    """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
+        assert process is None or process.poll() is None, process.communicate()
         if (workdir / "mlruns" / "optuna.journal").is_file():
             trials = {t.number: t for t in _study(workdir).get_trials()}
             trial = trials.get(number)
@@ -64,7 +97,7 @@ def _wait_mid_fit(workdir: Path, process: subprocess.Popen, number: int, seconds
 
 def _check_recovered(workdir: Path, killed: FrozenTrial, target: int) -> None:
     """The killed trial failed with its run KILLED, was retried with its parameters, and the study finished."""
-    study, client = _study(workdir), _client(workdir)
+    study, client = _study(workdir), local_client(workdir)
     trials = study.get_trials()
     assert trials[killed.number].state is TrialState.FAIL
     [retry] = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
@@ -83,7 +116,7 @@ def _check_recovered(workdir: Path, killed: FrozenTrial, target: int) -> None:
             assert "model.keras" in artifacts
 
 
-def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Path) -> None:
+def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Path, atelier) -> None:
     args = ("--trials", "2")
     process = _start(workdir, *args)
     killed = _wait_mid_fit(workdir, process, 1)
@@ -91,25 +124,35 @@ def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Pa
     process.wait(timeout=30)
     first = _study(workdir).get_trials()
     assert first[0].state is TrialState.COMPLETE and first[1].state is TrialState.RUNNING
-    assert _client(workdir).get_run(killed.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
+    assert local_client(workdir).get_run(killed.user_attrs["mlflow_run_id"]).info.status == "RUNNING"
 
-    result = subprocess.run(_command(*args), cwd=workdir, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert f"found orphaned trial {killed.number}" in result.stdout
+    status, out, err = atelier(*_args(*args))
+    assert status == 0, err
+    assert f"found orphaned trial {killed.number}" in out
     _check_recovered(workdir, killed, target=2)
 
 
-def test_a_killed_worker_is_replaced_and_the_search_goes_on(workdir: Path) -> None:
-    process = _start(workdir, "--trials", "2")
-    killed = _wait_mid_fit(workdir, process, 0)
-    os.kill(int(killed.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err
+def test_a_killed_worker_is_replaced_and_the_search_goes_on(workdir: Path, atelier) -> None:
+    """The command runs in this process; a thread SIGKILLs its worker process once trial 0 is mid-fit."""
+    (workdir / "slow.toml").write_text(SLOW_SPACE)
+    killed: list[FrozenTrial] = []
+
+    def kill_the_worker() -> None:
+        trial = _wait_mid_fit(workdir, None, 0)
+        os.kill(int(trial.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+        killed.append(trial)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True, name="worker-killer")
+    killer.start()
+    status, out, err = atelier(*_args("--trials", "1"))
+    killer.join(timeout=10)
+    assert killed, "trial 0 was never seen mid-fit, so no worker was killed"
+    assert status == 0, err
     assert "a worker process died (signal 9); trial 0 failed and queued again" in out
-    _check_recovered(workdir, killed, target=2)
+    _check_recovered(workdir, killed[0], target=1)  # the retry, in a new worker, is the trial that counts
 
 
-def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: Path) -> None:
+def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: Path, atelier) -> None:
     args = ("--trials", "1")
     process = _start(workdir, *args)
     interrupted = _wait_mid_fit(workdir, process, 0)
@@ -119,17 +162,18 @@ def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: P
     assert err.strip().splitlines()[-1] == "atelier: interrupted; run the same command again to resume"
     trial = _study(workdir).get_trials()[0]
     assert trial.state is TrialState.FAIL and trial.user_attrs["reason"].startswith("interrupted")
-    run = _client(workdir).get_run(interrupted.user_attrs["mlflow_run_id"])
+    run = local_client(workdir).get_run(interrupted.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["atelier.reason"].startswith("interrupted")
 
-    result = subprocess.run(_command(*args), cwd=workdir, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    status, _, err = atelier(*_args(*args))
+    assert status == 0, err
     states = [t.state for t in _study(workdir).get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_a_tracking_server_that_goes_away_stops_the_search_clearly_and_it_resumes(
-        workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory, atelier
+) -> None:
     folder = tmp_path_factory.mktemp("tracking")
     backend, artifacts = f"sqlite:///{folder / 'tracking.db'}", folder / "artifacts"
     args = ("--trials", "2")
@@ -144,9 +188,8 @@ def test_a_tracking_server_that_goes_away_stops_the_search_clearly_and_it_resume
     assert _study(workdir).get_trials()[0].state is TrialState.COMPLETE
 
     with mlflow_server(backend, artifacts) as tracking:  # back, on another port
-        result = subprocess.run(_command(*args, "--tracking-uri", tracking), cwd=workdir, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
+        status, _, err = atelier(*_args(*args, "--tracking-uri", tracking))
+        assert status == 0, err
         client = MlflowClient(tracking)
         runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
         trials = _study(workdir).get_trials()

@@ -6,15 +6,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import hypermodels
 import keras_tuner
 import numpy as np
 import optuna
 import pytest
-from mlflow import MlflowClient
+from background import Background, Prepared
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FixedTrial
+from stores import atelier_case, journal_study, local_client
 
-import hypermodels
 from search.backend import keras
 from search.config import HypermodelRef, load_objective, load_space
 from search.data import load_search_data
@@ -27,6 +28,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 Declare = Callable[[keras_tuner.HyperParameters], object]
 HERE = Path(__file__).parent
 PROBABILITIES = np.arange(20_000) / 20_000  # KerasTuner draws a value from a probability in [0, 1)
+DRAWS = 300  # trials of a study drawing through the adapter
 
 
 def ref(name: str) -> HypermodelRef:
@@ -86,9 +88,26 @@ FINITE = {
 }
 
 
+def adapter_draws(declare: Declare, count: int = DRAWS) -> list:
+    """What the adapter returns over `count` real trials of a study (random sampler, seeded)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(count):
+        trial = study.ask()
+        drawn.append(_rounded(declare(TrialHyperParameters(trial))))
+        study.tell(trial, 0.0)
+    return drawn
+
+
 @pytest.mark.parametrize("declare", FINITE.values(), ids=FINITE.keys())
 def test_the_adapter_draws_from_exactly_the_values_kerastuner_draws_from(declare: Declare) -> None:
-    assert adapter_values(declare) == kerastuner_values(declare)
+    """Real draws land in KerasTuner's values (and cover a small set); the registered distribution yields them all."""
+    theirs = kerastuner_values(declare)
+    drawn = set(adapter_draws(declare))
+    assert drawn <= theirs, f"drawn but never KerasTuner's: {sorted(drawn - theirs, key=str)}"
+    if len(theirs) <= 20:  # log-uniform draws over 60 integers rarely reach the top ones in 300 trials
+        assert drawn == theirs, f"never drawn: {sorted(theirs - drawn, key=str)}"
+    assert adapter_values(declare) == theirs  # each point of Optuna's distribution, fed back, is KerasTuner's
 
 
 def test_a_log_step_is_a_multiplier_as_kerastuner_documents() -> None:
@@ -246,20 +265,20 @@ def test_hyper_image_augment_inside_a_model_trains_saves_and_reloads(tmp_path: P
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask()
     hp = TrialHyperParameters(trial)
     model = Hypermodel(ref("build_augmented")).model(hp, data.input_shape)
-    assert set(trial.params) == {"factor_rotate", "factor_translate_x", "factor_translate_y", "units",
-                                 "learning_rate"}
+    assert set(trial.params) == {"factor_rotate", "factor_translate_x", "factor_translate_y", "units", "learning_rate"}
     assert all(round(trial.params[f"factor_{name}"] / 0.05, 9).is_integer() for name in ("rotate", "translate_x"))
     result = fit(model, data, training_params(hp), max_epochs=1, monitor="val_loss", direction="minimize")
     assert {"val_loss", "val_accuracy"} <= set(result.history[0])
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras", compile=False)
-    assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(reloaded.get_weights(), model.get_weights(), strict=False))
 
 
 def test_a_class_that_needs_arguments_or_a_broken_module_is_a_setup_error(tmp_path: Path) -> None:
     (tmp_path / "hm_needs_args.py").write_text(
         "import keras_tuner\n\nclass Needy(keras_tuner.HyperModel):\n    def __init__(self, classes):\n"
-        "        super().__init__()\n\n    def build(self, hp):\n        return None\n")
+        "        super().__init__()\n\n    def build(self, hp):\n        return None\n"
+    )
     (tmp_path / "hm_broken.py").write_text("def build(hp)\n    return None\n")
     with pytest.raises(SetupError, match=r"cannot make Needy\(\) \(TypeError: .*classes.*name an instance"):
         Hypermodel(HypermodelRef("hm_needs_args:Needy", tmp_path))
@@ -278,41 +297,84 @@ def test_a_space_file_names_a_hypermodel(tmp_path: Path) -> None:
 
 def load(workdir: Path, name: str) -> tuple[optuna.Study, list]:
     """The study and its trial runs, by trial number."""
-    study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal"))))
-    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    study, client = journal_study(workdir, name), local_client(workdir)
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
     return study, sorted(runs, key=lambda r: int(r.data.tags["atelier.trial_number"]))
 
 
-def test_a_hypermodel_in_the_working_folder_is_searched_recorded_and_promoted(workdir: Path, atelier) -> None:
-    """As a user would: their module beside them, `atelier run --hypermodel`, then a space file, then promote."""
+def search_and_promote_hypermodels(workdir: Path) -> dict[str, dict[str, object]]:
+    """As a user would: their module beside them, `atelier run --hypermodel`, then a space file, then promote.
+
+    Run in the background (conftest.BACKGROUND): each command's exit status and output, by step.
+    """
     shutil.copy(HERE / "hypermodels.py", workdir / "my_hypermodels.py")
-    status, out, err = atelier("run", "--objective", "digits", "--hypermodel", "my_hypermodels:build_model",
-                               "--trials", "3", "--max-epochs", "2", "--workers", "1", "--quiet")
-    assert status == 0, err
+    ran = {
+        "by-reference": atelier_case(
+            workdir,
+            "run",
+            "--objective",
+            "digits",
+            "--hypermodel",
+            "my_hypermodels:build_model",
+            "--trials",
+            "3",
+            "--max-epochs",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        )
+    }
+    (workdir / "spaces").mkdir()
+    (workdir / "spaces" / "by-type.toml").write_text('hypermodel = "my_hypermodels:build_by_type"\n')
+    ran["by-space"] = atelier_case(
+        workdir,
+        "run",
+        "--objective",
+        "digits",
+        "--space",
+        "by-type",
+        "--trials",
+        "4",
+        "--max-epochs",
+        "1",
+        "--workers",
+        "1",
+        "--sampler",
+        "random",
+        "--quiet",
+    )
+    ran["promote"] = atelier_case(workdir, "promote", "--study", "digits-my_hypermodels.build_model")
+    return ran
+
+
+@pytest.fixture(scope="module")
+def hypermodel_searches(background: Background) -> Prepared:
+    return background.result("hypermodel_searches")
+
+
+@pytest.mark.e2e
+def test_a_hypermodel_in_the_working_folder_is_searched_recorded_and_promoted(hypermodel_searches: Prepared) -> None:
+    """`search_and_promote_hypermodels`: the module by reference, then through a space file, then promoted."""
+    workdir, ran = hypermodel_searches.folder, hypermodel_searches.printed
+    assert ran["by-reference"]["status"] == 0, ran["by-reference"]["err"]
     study, runs = load(workdir, "digits-my_hypermodels.build_model")
     assert study.user_attrs["space_file"] == 'hypermodel = "my_hypermodels:build_model"\n'
     assert len(study.trials) == len(runs) == 3
-    for trial, run in zip(study.trials, runs):
+    for trial, run in zip(study.trials, runs, strict=False):
         assert {"num_layers", "activation", "dropout", "lr"} <= set(trial.params)
         assert {f"units_{i}" for i in range(trial.params["num_layers"])} <= set(trial.params)
         assert run.data.params == {name: str(value) for name, value in trial.params.items()}
         if trial.state.name == "COMPLETE":
             assert set(trial.intermediate_values) == {1, 2}  # the pruner saw val_loss after every epoch
 
-    (workdir / "spaces").mkdir()
-    (workdir / "spaces" / "by-type.toml").write_text('hypermodel = "my_hypermodels:build_by_type"\n')
-    status, _, err = atelier("run", "--objective", "digits", "--space", "by-type", "--trials", "4",
-                             "--max-epochs", "1", "--workers", "1", "--sampler", "random", "--quiet")
-    assert status == 0, err
+    assert ran["by-space"]["status"] == 0, ran["by-space"]["err"]
     study, runs = load(workdir, "digits-by-type")
-    for trial, run in zip(study.trials, runs):
+    for trial, run in zip(study.trials, runs, strict=False):
         kind = trial.params["model_type"]
         assert set(trial.params) == {"model_type", f"model_type:{kind}/{'units' if kind == 'mlp' else 'filters'}"}
         assert set(run.data.params) == {"model_type", "units" if kind == "mlp" else "filters"}
 
-    status, out, err = atelier("promote", "--study", "digits-my_hypermodels.build_model")
-    assert status == 0, err
-    assert "test: accuracy" in out and "model: models:/digits/1" in out
+    assert ran["promote"]["status"] == 0, ran["promote"]["err"]
+    assert "test: accuracy" in ran["promote"]["out"] and "model: models:/digits/1" in ran["promote"]["out"]

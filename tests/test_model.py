@@ -18,8 +18,14 @@ ALL_AUGMENTATION = {"aug_flip": True, "aug_translate": 0.1, "aug_rotate": 0.05, 
 
 def small_cnn(**overrides: Scalar) -> dict[str, Scalar]:
     """A two-block CNN with one hidden dense layer, small enough for 8x8 inputs."""
-    return {"conv_blocks": 2, "conv_layers": 1, "conv_filters_0": 4, "conv_filters_1": 8,
-            "dense_layers": 1, "dense_units_0": 16} | overrides
+    return {
+        "conv_blocks": 2,
+        "conv_layers": 1,
+        "conv_filters_0": 4,
+        "conv_filters_1": 8,
+        "dense_layers": 1,
+        "dense_units_0": 16,
+    } | overrides
 
 
 def layers_of(model: keras.Model, kind: type) -> list[keras.layers.Layer]:
@@ -50,8 +56,16 @@ def test_cnn_parameter_count(padding: str, side: int) -> None:
 
     same: 28 -> pool 14 -> pool 7; valid: 28 -> 26 -> pool 13 -> 11 -> pool 5.
     """
-    params = {"conv_blocks": 2, "conv_layers": 1, "conv_filters_0": 32, "conv_filters_1": 64,
-              "conv_kernel_size": 3, "conv_padding": padding, "conv_batch_norm": False, "dense_layers": 0}
+    params = {
+        "conv_blocks": 2,
+        "conv_layers": 1,
+        "conv_filters_0": 32,
+        "conv_filters_1": 64,
+        "conv_kernel_size": 3,
+        "conv_padding": padding,
+        "conv_batch_norm": False,
+        "dense_layers": 0,
+    }
     model = build_model(params, (28, 28, 1), 10)
     conv0 = 3 * 3 * 1 * 32 + 32
     conv1 = 3 * 3 * 32 * 64 + 64
@@ -85,8 +99,9 @@ def test_model_scales_raw_pixels_itself() -> None:
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_saved_model_predicts_the_same_on_raw_pixels(tmp_path: Path) -> None:
     """A saved and reloaded .keras file (augmentation, batch norm, dropout, L2 included) gives identical predictions."""
-    model = build_model(small_cnn(conv_batch_norm=True, conv_dropout=0.2, dense_dropout=0.3, l2=1e-4,
-                                  **ALL_AUGMENTATION), (8, 8, 1), 3)
+    model = build_model(
+        small_cnn(conv_batch_norm=True, conv_dropout=0.2, dense_dropout=0.3, l2=1e-4, **ALL_AUGMENTATION), (8, 8, 1), 3
+    )
     before = model.predict(PIXELS, verbose=0)
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras")
@@ -103,8 +118,12 @@ def test_augmentation_layers_follow_the_parameters() -> None:
     assert names.index("augment") < names.index("scale")
     augment = augmented.get_layer("augment")
     assert [type(layer) for layer in augment.layers] == [
-        keras.layers.RandomFlip, keras.layers.RandomTranslation, keras.layers.RandomRotation,
-        keras.layers.RandomZoom, keras.layers.RandomErasing]
+        keras.layers.RandomFlip,
+        keras.layers.RandomTranslation,
+        keras.layers.RandomRotation,
+        keras.layers.RandomZoom,
+        keras.layers.RandomErasing,
+    ]
     only_flip = build_model(small_cnn(aug_flip=True), (8, 8, 1), 3)
     assert [layer.name for layer in only_flip.get_layer("augment").layers] == ["flip"]
 
@@ -120,10 +139,13 @@ def test_augmentation_only_in_training() -> None:
     assert not np.array_equal(keras.ops.convert_to_numpy(augment(pixels, training=True)), pixels)
 
 
-@pytest.mark.parametrize(("params", "where"), [
-    ({"conv_blocks": 1, "conv_layers": 2, "conv_kernel_size": 5}, "conv block 1 layer 2"),
-    ({"conv_blocks": 2, "conv_layers": 1, "conv_kernel_size": 3}, "pooling after conv block 2"),
-])
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"conv_blocks": 1, "conv_layers": 2, "conv_kernel_size": 5}, "conv block 1 layer 2"),
+        ({"conv_blocks": 2, "conv_layers": 1, "conv_kernel_size": 3}, "pooling after conv block 2"),
+    ],
+)
 def test_valid_padding_that_shrinks_to_nothing_is_unbuildable(params: dict[str, Scalar], where: str) -> None:
     """8x8 with valid padding: 5x5 twice leaves 0 pixels; 3x3 then pool, twice, leaves 8-6-3-1-0."""
     full = {"conv_padding": "valid", "conv_filters_0": 4, "conv_filters_1": 4, "dense_layers": 0} | params
@@ -141,8 +163,7 @@ def test_too_many_blocks_is_unbuildable_even_with_same_padding() -> None:
 
 def test_check_buildable_accepts_what_keras_builds() -> None:
     """At the edge: 8 -> 6 -> 4 -> pool 2 with valid padding still builds, to a 2x2 map."""
-    model = build_model(small_cnn(conv_blocks=1, conv_layers=2, conv_padding="valid", dense_layers=0),
-                        (8, 8, 1), 3)
+    model = build_model(small_cnn(conv_blocks=1, conv_layers=2, conv_padding="valid", dense_layers=0), (8, 8, 1), 3)
     assert model.get_layer("pool0").output.shape == (None, 2, 2, 4)
 
 
@@ -168,8 +189,12 @@ def test_l2_adds_a_penalty_on_every_kernel() -> None:
     assert all(float(loss) > 0 for loss in penalized.losses)
 
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-              "rmsprop": keras.optimizers.RMSprop}
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+}
 
 
 def test_every_schema_optimizer_is_known() -> None:
@@ -180,8 +205,7 @@ def test_every_schema_optimizer_is_known() -> None:
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_each_optimizer_compiles_and_steps(name: str) -> None:
     """Each optimizer name compiles to its Keras class at the given learning rate and can take a step."""
-    model = build_model({"dense_layers": 1, "dense_units_0": 8, "optimizer": name, "learning_rate": 0.02},
-                        (8, 8, 1), 3)
+    model = build_model({"dense_layers": 1, "dense_units_0": 8, "optimizer": name, "learning_rate": 0.02}, (8, 8, 1), 3)
     assert type(model.optimizer) is OPTIMIZERS[name]
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.02)
     loss = model.train_on_batch(PIXELS, np.arange(16) % 3)
@@ -195,8 +219,9 @@ def test_compiled_for_sparse_labels_and_reports_epoch_metrics() -> None:
     assert model.loss == "sparse_categorical_crossentropy"
     images = RNG.integers(0, 256, size=(64, 8, 8, 1), dtype=np.uint8)
     labels = RNG.integers(0, 3, size=64)
-    history = model.fit(images[:48], labels[:48], validation_data=(images[48:], labels[48:]),
-                        batch_size=16, epochs=1, verbose=0)
+    history = model.fit(
+        images[:48], labels[:48], validation_data=(images[48:], labels[48:]), batch_size=16, epochs=1, verbose=0
+    )
     assert set(EPOCH_METRICS) <= set(history.history)
     assert all(len(history.history[name]) == 1 and np.isfinite(history.history[name][0]) for name in EPOCH_METRICS)
     assert 0.0 <= history.history["val_accuracy"][0] <= 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from dataclasses import replace
 
@@ -23,11 +24,18 @@ class Terminal(io.StringIO):
 
 
 def _finish(study: optuna.Study, value: float, accuracy: float) -> TrialReport:
-    study.add_trial(create_trial(params={"x": value}, distributions={"x": FloatDistribution(0, 10)}, value=value,
-                                 user_attrs={"best_val_accuracy": accuracy}))
+    study.add_trial(
+        create_trial(
+            params={"x": value},
+            distributions={"x": FloatDistribution(0, 10)},
+            value=value,
+            user_attrs={"best_val_accuracy": accuracy},
+        )
+    )
     number = study.trials[-1].number
-    return TrialReport(number, TrialState.COMPLETE, value, summary={"epochs": 3, "trial_seconds": 1.5,
-                                                                    "best_val_accuracy": accuracy})
+    return TrialReport(
+        number, TrialState.COMPLETE, value, summary={"epochs": 3, "trial_seconds": 1.5, "best_val_accuracy": accuracy}
+    )
 
 
 def test_a_terminal_gets_trial_lines_and_a_bar_of_done_best_and_time() -> None:
@@ -67,8 +75,16 @@ def test_quiet_and_piped_output_have_no_bar() -> None:
 
 
 def test_remaining_time_never_passes_the_timeout() -> None:
+    """One trial in 10 s of a 30 s timeout: the pace says 999 trials' worth (2.8 h) left, the cap says 0:20."""
     study = optuna.create_study(study_name="timeout", direction="minimize")
     objective = replace(load_objective("digits"), trials=1000, timeout=30.0)
     progress = Progress(study, objective, stream=io.StringIO())
+    progress.started -= 10.0  # as if the search had started 10 s ago (Progress measures on time.monotonic)
     progress.trial_done(_finish(study, 0.4, 0.85))
-    assert "~0:" in progress.bar()  # at most 0:30 left, not 1000 trials' worth
+    bar = progress.bar()
+    match = re.search(r"\| (\d+):(\d\d) elapsed, ~(\d+):(\d\d) left$", bar)
+    assert match is not None, bar
+    elapsed, left = (60 * int(match.group(i)) + int(match.group(i + 1)) for i in (1, 3))
+    assert 10 <= elapsed <= 12 and elapsed + left in (29, 30), bar  # the timeout's 30 s less the time gone
+    progress.objective = replace(objective, timeout=None)  # the same pace uncapped: 10 s a trial for 999 more
+    assert "~166:" in progress.bar()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,28 +20,44 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from background import Background, Prepared
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from PIL import Image
+from servers import free_port
+from stores import atelier_case, atelier_in, journal_study, local_client
 
-from search import cli
 from search.config import load_objective, objective_from_record
 from search.data import load_search_data, reader
 from search.evaluate import evaluate, expected_calibration_error
 
-TEST_METRICS = {f"test_{name}" for name in (
-    "accuracy", "log_loss", "ece", "precision_macro", "recall_macro", "f1_macro",
-    "precision_weighted", "recall_weighted", "f1_weighted")}
+TEST_METRICS = {
+    f"test_{name}"
+    for name in (
+        "accuracy",
+        "log_loss",
+        "ece",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+    )
+}
 WEAK_SPACE = """
 [params]
 dense_units = {choices = [8]}
 learning_rate = {low = 1e-7, high = 2e-7, log = true}
 """
-MARGIN_OBJECTIVE = (Path(__file__).parent.parent / "objectives" / "digits.toml").read_text() + """
+MARGIN_OBJECTIVE = (
+    (Path(__file__).parent.parent / "objectives" / "digits.toml").read_text()
+    + """
 [promotion]
 margin = 0.5
 """
+)
 SHRINK_SPACE = """
 [params]
 conv_blocks = 3
@@ -59,46 +75,65 @@ class Promoted:
     outputs: dict[str, str]
 
     def study(self, name: str) -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(self.workdir / "mlruns" / "optuna.journal"))))
+        return journal_study(self.workdir, name)
 
     def promotion_runs(self, study_name: str, model_name: str) -> list[Run]:
         experiment = self.client.get_experiment_by_name(study_name)
-        return self.client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'promotion' and "
-                                       f"tags.`atelier.model_name` = '{model_name}'")
+        return self.client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`atelier.kind` = 'promotion' and tags.`atelier.model_name` = '{model_name}'",
+        )
 
 
-def _cli(*args: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert cli.main(list(args)) == 0
-    return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def promoted(tmp_path_factory: pytest.TempPathFactory) -> Promoted:
-    workdir = tmp_path_factory.mktemp("promote")
+def promote_studies(workdir: Path) -> dict[str, str]:
+    """Searches and promotions in a fresh folder; what each promotion printed. Run in the background (conftest)."""
     (workdir / "weak.toml").write_text(WEAK_SPACE)
     (workdir / "shrink.toml").write_text(SHRINK_SPACE)
     (workdir / "margin.toml").write_text(MARGIN_OBJECTIVE)
-    before = Path.cwd()
-    os.chdir(workdir)
-    try:
-        _cli("run", "--objective", "digits", "--trials", "4", "--max-epochs", "5", "--quiet")
-        outputs = {"good": _cli("promote")}
-        _cli("run", "--objective", "digits", "--space", "weak.toml", "--study", "weak", "--trials", "1",
-             "--max-epochs", "1", "--quiet")
-        outputs["weak"] = _cli("promote", "--study", "weak", "--model-name", "digits")
-        outputs["again"] = _cli("promote", "--study", "digits-dense", "--model-name", "digits-again")
-        _cli("run", "--objective", "margin.toml", "--seed", "3", "--trials", "1", "--max-epochs", "2", "--quiet")
-        outputs["margin"] = _cli("promote", "--study", "margin-dense")
-        _cli("run", "--objective", "digits", "--space", "shrink.toml", "--study", "shrink", "--trials", "1",
-             "--quiet")  # its one trial is pruned as unbuildable: a study with nothing to promote
-    finally:
-        os.chdir(before)
-    return Promoted(workdir, MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"), outputs)
+
+    def cli(*args: str) -> str:
+        return atelier_in(workdir, *args)
+
+    cli("run", "--objective", "digits", "--trials", "4", "--max-epochs", "5", "--quiet")
+    outputs = {"good": cli("promote")}
+    cli(
+        "run",
+        "--objective",
+        "digits",
+        "--space",
+        "weak.toml",
+        "--study",
+        "weak",
+        "--trials",
+        "1",
+        "--max-epochs",
+        "1",
+        "--quiet",
+    )
+    outputs["weak"] = cli("promote", "--study", "weak", "--model-name", "digits")
+    outputs["again"] = cli("promote", "--study", "digits-dense", "--model-name", "digits-again")
+    # The same trial refitted on train+validation, against the champion it was saved as: as good, or nearly.
+    outputs["refit"] = cli("promote", "--study", "digits-dense", "--refit", "--model-name", "digits-again")
+    cli("run", "--objective", "margin.toml", "--seed", "3", "--trials", "1", "--max-epochs", "2", "--quiet")
+    outputs["margin"] = cli("promote", "--study", "margin-dense")
+    cli(
+        "run", "--objective", "digits", "--space", "shrink.toml", "--study", "shrink", "--trials", "1", "--quiet"
+    )  # its one trial is pruned as unbuildable: a study with nothing to promote
+    return outputs
 
 
+@pytest.fixture(scope="module")
+def promotion_store(background: Background) -> Prepared:
+    """The folder `promote_studies` made, and what its promotions printed."""
+    return background.result("promotion_store")
+
+
+@pytest.fixture(scope="module")
+def promoted(promotion_store: Prepared) -> Promoted:
+    return Promoted(promotion_store.folder, local_client(promotion_store.folder), promotion_store.printed)
+
+
+@pytest.mark.e2e
 def test_first_promotion_becomes_champion_with_its_test_record(promoted: Promoted) -> None:
     client = promoted.client
     best = promoted.study("digits-dense").best_trial
@@ -115,17 +150,24 @@ def test_first_promotion_becomes_champion_with_its_test_record(promoted: Promote
     assert metrics["test_evaluations"] == 1 and metrics["gate_baseline_passed"] == 1
     assert metrics["test_accuracy"] >= metrics["baseline_accuracy"] > 0.1
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
-        "confusion_matrix.csv", "confusion_matrix.png", "classification_report.csv", "precision_recall.png",
-        "misclassified.png", "model"}
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "classification_report.csv",
+        "precision_recall.png",
+        "misclassified.png",
+        "model",
+    }
     folder = promoted.workdir / "download"
-    confusion = pd.read_csv(client.download_artifacts(run.info.run_id, "confusion_matrix.csv", str(folder)),
-                            index_col=0).to_numpy()
+    confusion = pd.read_csv(
+        client.download_artifacts(run.info.run_id, "confusion_matrix.csv", str(folder)), index_col=0
+    ).to_numpy()
     assert confusion.shape == (10, 10)
     assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test_accuracy"])
     assert f"test: accuracy {metrics['test_accuracy']:.4f}" in promoted.outputs["good"]
     assert "models:/digits/1 (champion and candidate)" in promoted.outputs["good"]
 
 
+@pytest.mark.e2e
 def test_registered_champion_predicts_what_was_evaluated(promoted: Promoted) -> None:
     test = reader(load_objective("digits").data)[0]("test")
     mlflow.set_tracking_uri(promoted.client.tracking_uri)
@@ -137,6 +179,7 @@ def test_registered_champion_predicts_what_was_evaluated(promoted: Promoted) -> 
     assert np.mean(predicted == test.y) == pytest.approx(run.data.metrics["test_accuracy"])
 
 
+@pytest.mark.e2e
 def test_weak_candidate_stays_candidate_with_mcnemar_figures(promoted: Promoted) -> None:
     client = promoted.client
     assert str(client.get_model_version_by_alias("digits", "candidate").version) == "2"
@@ -155,9 +198,53 @@ def test_weak_candidate_stays_candidate_with_mcnemar_figures(promoted: Promoted)
     assert "gate champion: FAILED" in promoted.outputs["weak"]
 
 
+@pytest.mark.e2e
+def test_a_candidate_as_good_as_the_champion_passes_the_gate_with_mcnemars_exact_p(promoted: Promoted) -> None:
+    """The refitted trial against the champion saved from it: the gate passes, on figures recomputed here."""
+    [champion_run, refit_run] = sorted(
+        promoted.promotion_runs("digits-dense", "digits-again"), key=lambda run: run.data.params["refit"]
+    )  # "False", "True"
+    assert refit_run.data.params["refit"] == "True"
+    metrics, tags = refit_run.data.metrics, refit_run.data.tags
+    assert metrics["gate_champion_passed"] == 1
+    assert tags["atelier.gate.champion"].startswith("passed: the champion is not significantly better")
+    test = reader(load_objective("digits").data)[0]("test")
+    mlflow.set_tracking_uri(promoted.client.tracking_uri)
+    right = {}
+    for name, run in (("champion", champion_run), ("candidate", refit_run)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            proba = np.asarray(mlflow.pyfunc.load_model(run.data.tags["atelier.model_uri"]).predict(test.x))
+        right[name] = proba.argmax(axis=1) == test.y
+    champion_only = int(np.sum(right["champion"] & ~right["candidate"]))
+    candidate_only = int(np.sum(right["candidate"] & ~right["champion"]))
+    assert champion_only + candidate_only > 0, "the refitted model predicts exactly as the champion: no test at all"
+    assert (metrics["mcnemar_champion_only"], metrics["mcnemar_candidate_only"]) == (champion_only, candidate_only)
+    assert metrics["mcnemar_p_value"] == pytest.approx(_mcnemar_exact(champion_only, candidate_only), rel=1e-9)
+    assert metrics["mcnemar_p_value"] >= 0.05 or champion_only <= candidate_only
+    assert metrics["champion_accuracy"] == pytest.approx(np.mean(right["champion"]))
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(right["candidate"]))
+    assert "gate champion: passed" in promoted.outputs["refit"]
+    version = promoted.client.get_model_version("digits-again", tags["atelier.model_version"])
+    assert version.tags["atelier.gate.champion"] == tags["atelier.gate.champion"]
+    if tags["atelier.gates"] == "passed":  # the baseline gate too: the refitted model is the champion now
+        assert str(promoted.client.get_model_version_by_alias("digits-again", "champion").version) == str(
+            version.version
+        )
+
+
+def _mcnemar_exact(b: int, c: int) -> float:
+    """McNemar's exact test, two-sided: the binomial(b + c, 1/2) probability of a split at least as uneven as b:c."""
+    n = b + c
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@pytest.mark.e2e
 def test_second_promotion_reuses_the_baseline_and_counts_test_evaluations(promoted: Promoted) -> None:
     [first] = promoted.promotion_runs("digits-dense", "digits")
-    [again] = promoted.promotion_runs("digits-dense", "digits-again")
+    [again] = [
+        run for run in promoted.promotion_runs("digits-dense", "digits-again") if run.data.params["refit"] == "False"
+    ]
     assert again.data.metrics["test_evaluations"] == 2
     assert again.data.tags["atelier.baseline_key"] == first.data.tags["atelier.baseline_key"]
     assert again.data.metrics["baseline_accuracy"] == first.data.metrics["baseline_accuracy"]
@@ -165,6 +252,7 @@ def test_second_promotion_reuses_the_baseline_and_counts_test_evaluations(promot
     assert "trained for" in promoted.outputs["good"]
 
 
+@pytest.mark.e2e
 def test_objective_margin_and_seed_are_what_promotion_uses(promoted: Promoted) -> None:
     study = promoted.study("margin-dense")
     objective = objective_from_record(study.user_attrs["objective_settings"])
@@ -185,8 +273,12 @@ def _write_inputs(folder: Path, x: np.ndarray, y: np.ndarray) -> dict[str, Path]
     """The same images as a .npy file, Kaggle CSVs with and without labels, and a folder of PNGs."""
     folder.mkdir(exist_ok=True)
     pixels = pd.DataFrame(x.reshape(len(x), -1), columns=[f"pixel{i}" for i in range(1, x[0].size + 1)])
-    paths = {"npy": folder / "images.npy", "csv": folder / "unlabelled.csv", "labelled": folder / "labelled.csv",
-             "png": folder / "png"}
+    paths = {
+        "npy": folder / "images.npy",
+        "csv": folder / "unlabelled.csv",
+        "labelled": folder / "labelled.csv",
+        "png": folder / "png",
+    }
     np.save(paths["npy"], x)
     pixels.to_csv(paths["csv"], index=False)
     pixels.assign(label=y)[["label", *pixels.columns]].to_csv(paths["labelled"], index=False)
@@ -196,15 +288,16 @@ def _write_inputs(folder: Path, x: np.ndarray, y: np.ndarray) -> dict[str, Path]
     return paths
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["npy", "csv", "labelled", "png"])
 def test_predict_labels_images_as_the_registered_pyfunc_does(
-        promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, kind: str) -> None:
+    promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, kind: str
+) -> None:
     monkeypatch.chdir(promoted.workdir)
     test = reader(load_objective("digits").data)[0]("test")
     x = test.x[:12]
     path = _write_inputs(promoted.workdir / "inputs", x, test.y[:12])[kind]
-    status, out, err = atelier("predict", "--model", "models:/digits@champion", "--input", path,
-                               "--format", "json")
+    status, out, err = atelier("predict", "--model", "models:/digits@champion", "--input", path, "--format", "json")
     assert status == 0, err
     rows = json.loads(out)
     mlflow.set_tracking_uri(promoted.client.tracking_uri)
@@ -214,8 +307,11 @@ def test_predict_labels_images_as_the_registered_pyfunc_does(
     assert [row["label"] for row in rows] == [str(c) for c in proba.argmax(axis=1)]
     assert [row["probability"] for row in rows] == pytest.approx(proba.max(axis=1), abs=1e-4)
     status, table, _ = atelier("predict", "--model", "models:/digits/1", "--input", path)
-    assert status == 0 and len(table.splitlines()) == 13 and table.split()[:4] == ["image", "label", "class",
-                                                                                    "probability"]
+    assert (
+        status == 0
+        and len(table.splitlines()) == 13
+        and table.split()[:4] == ["image", "label", "class", "probability"]
+    )
 
 
 def _bad_predict_inputs(folder: Path) -> dict[str, Path]:
@@ -229,17 +325,26 @@ def _bad_predict_inputs(folder: Path) -> dict[str, Path]:
     return {name: folder / name for name in ("big.npy", "unit.npy", "rgb", "columns.csv", "notes.txt")}
 
 
-@pytest.mark.parametrize(("model", "given", "message"), [
-    ("models:/digits@champion", "big.npy", "images are 28x28x1 (height x width x channels) but the model takes 8x8x1"),
-    ("models:/digits@champion", "rgb", "images are 8x8x3 (height x width x channels) but the model takes 8x8x1"),
-    ("models:/digits@champion", "unit.npy", "multiply by 255"),
-    ("models:/digits@champion", "columns.csv", "columns must be [label,]pixel1,...,pixelN"),
-    ("models:/digits@champion", "notes.txt", "cannot read '.txt' files"),
-    ("models:/nope@champion", "big.npy", "model 'models:/nope@champion' does not resolve"),
-    ("models:/digits/99", "big.npy", "model 'models:/digits/99' does not resolve"),
-])
-def test_predict_bad_input_exits_2_with_one_line(promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier,
-                                                  model: str, given: str, message: str) -> None:
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("model", "given", "message"),
+    [
+        (
+            "models:/digits@champion",
+            "big.npy",
+            "images are 28x28x1 (height x width x channels) but the model takes 8x8x1",
+        ),
+        ("models:/digits@champion", "rgb", "images are 8x8x3 (height x width x channels) but the model takes 8x8x1"),
+        ("models:/digits@champion", "unit.npy", "multiply by 255"),
+        ("models:/digits@champion", "columns.csv", "columns must be [label,]pixel1,...,pixelN"),
+        ("models:/digits@champion", "notes.txt", "cannot read '.txt' files"),
+        ("models:/nope@champion", "big.npy", "model 'models:/nope@champion' does not resolve"),
+        ("models:/digits/99", "big.npy", "model 'models:/digits/99' does not resolve"),
+    ],
+)
+def test_predict_bad_input_exits_2_with_one_line(
+    promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, model: str, given: str, message: str
+) -> None:
     monkeypatch.chdir(promoted.workdir)
     path = _bad_predict_inputs(promoted.workdir / "bad")[given]
     versions = len(promoted.client.search_model_versions("name = 'digits'"))
@@ -249,21 +354,43 @@ def test_predict_bad_input_exits_2_with_one_line(promoted: Promoted, monkeypatch
     assert len(promoted.client.search_model_versions("name = 'digits'")) == versions
 
 
+@pytest.mark.e2e
 def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: Promoted) -> None:
     test = reader(load_objective("digits").data)[0]("test")
-    port = _free_port()
-    environment = os.environ | {"MLFLOW_TRACKING_URI": promoted.client.tracking_uri,  # and uvicorn on the PATH:
-                                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    port = free_port()
+    environment = os.environ | {
+        "MLFLOW_TRACKING_URI": promoted.client.tracking_uri,  # and uvicorn on the PATH:
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion", "--env-manager",
-         "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=promoted.workdir, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/digits@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=promoted.workdir,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         _wait_for(f"http://127.0.0.1:{port}/ping", server)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"inputs": test.x[:20].tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": test.x[:20].tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             answered = np.asarray(json.loads(response.read())["predictions"])
     finally:
@@ -275,12 +402,6 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: 
     assert answered.shape == (20, 10)
     np.testing.assert_allclose(answered.sum(axis=1), 1.0, atol=1e-4)
     assert answered.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
@@ -296,13 +417,18 @@ def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
     pytest.fail(f"{url} did not answer within {seconds} s")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--study", "nope"), "unknown study 'nope'"),
-    (("--study", "digits-dense", "--trial", "99"), "has no completed trial 99"),
-    (("--study", "shrink"), "has no completed trial to promote"),
-])
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--study", "nope"), "unknown study 'nope'"),
+        (("--study", "digits-dense", "--trial", "99"), "has no completed trial 99"),
+        (("--study", "shrink"), "has no completed trial to promote"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_leaves_the_registry(
-        promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, args: tuple[str, ...], message: str) -> None:
+    promoted: Promoted, monkeypatch: pytest.MonkeyPatch, atelier, args: tuple[str, ...], message: str
+) -> None:
     monkeypatch.chdir(promoted.workdir)
     versions = len(promoted.client.search_model_versions("name = 'digits'"))
     status, out, err = atelier("promote", *args)
@@ -359,19 +485,32 @@ max_epochs = 2
 """
 
 
-def test_only_promotion_asks_the_data_for_the_test_part(workdir: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        atelier) -> None:
-    """Through the command line: a search asks its loader for `train` alone; promotion asks for `test` once."""
+def search_and_promote_with_a_loader(workdir: Path) -> dict[str, dict[str, object]]:
+    """A search, then a promotion, of an objective whose loader logs the parts asked for; each command's exit
+    status and output, and the log after each. Run in the background (conftest.BACKGROUND)."""
     (workdir / "parts_loader.py").write_text(PARTS_LOADER)
     (workdir / "parts.toml").write_text(PARTS_OBJECTIVE)
-    monkeypatch.syspath_prepend(str(workdir))
-    monkeypatch.delitem(sys.modules, "parts_loader", raising=False)
+    sys.path.insert(0, str(workdir))  # where the objective's loader module is, as a user's PYTHONPATH says
     log = workdir / "parts.log"
-    status, _, err = atelier("run", "--objective", "parts.toml", "--workers", "1", "--quiet")
-    assert status == 0, err
-    assert log.read_text().split() == ["train"]
-    status, out, err = atelier("promote", "--study", "parts-dense", "--model-name", "parts")
-    assert status == 0, err
-    asked = log.read_text().split()
+    ran = {"run": atelier_case(workdir, "run", "--objective", "parts.toml", "--workers", "1", "--quiet")}
+    ran["run"]["asked"] = log.read_text().split() if log.exists() else []
+    ran["promote"] = atelier_case(workdir, "promote", "--study", "parts-dense", "--model-name", "parts")
+    ran["promote"]["asked"] = log.read_text().split()
+    return ran
+
+
+@pytest.fixture(scope="module")
+def parts_promotion(background: Background) -> Prepared:
+    return background.result("parts_promotion")
+
+
+@pytest.mark.e2e
+def test_only_promotion_asks_the_data_for_the_test_part(parts_promotion: Prepared) -> None:
+    """Through the command line: a search asks its loader for `train` alone; promotion asks for `test` once."""
+    ran = parts_promotion.printed
+    assert ran["run"]["status"] == 0, ran["run"]["err"]
+    assert ran["run"]["asked"] == ["train"]
+    assert ran["promote"]["status"] == 0, ran["promote"]["err"]
+    asked = ran["promote"]["asked"]
     assert asked[0] == "train" and asked.count("test") == 1 and set(asked) == {"train", "test"}
-    assert "test: accuracy" in out
+    assert "test: accuracy" in ran["promote"]["out"]

@@ -6,26 +6,25 @@ from pathlib import Path
 
 import mlflow
 import optuna
-
+import pytest
 from servers import PostgresServer, mlflow_server
+
+pytestmark = pytest.mark.e2e  # a PostgreSQL cluster, an `mlflow server`
 
 
 def test_optuna_study_is_shared_through_postgres(postgres: PostgresServer) -> None:
     postgres.create_database("optuna_shared")
     url = postgres.url("optuna_shared")
-    first = optuna.create_study(study_name="shared", storage=optuna.storages.RDBStorage(url),
-                                direction="maximize")
+    first = optuna.create_study(study_name="shared", storage=optuna.storages.RDBStorage(url), direction="maximize")
     other = optuna.load_study(study_name="shared", storage=optuna.storages.RDBStorage(url))
     x = optuna.distributions.FloatDistribution(0, 1)
     other.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": x}, value=0.75))
     trials = first.get_trials(deepcopy=False)
-    assert [(t.params, t.value, t.state) for t in trials] == \
-        [({"x": 0.5}, 0.75, optuna.trial.TrialState.COMPLETE)]
+    assert [(t.params, t.value, t.state) for t in trials] == [({"x": 0.5}, 0.75, optuna.trial.TrialState.COMPLETE)]
     assert first.best_value == 0.75
 
 
-def test_mlflow_server_on_postgres_serves_runs_and_artifacts(
-        postgres: PostgresServer, tmp_path: Path) -> None:
+def test_mlflow_server_on_postgres_serves_runs_and_artifacts(postgres: PostgresServer, tmp_path: Path) -> None:
     postgres.create_database("mlflow_tracking")
     artifacts = tmp_path / "artifacts"
     note = tmp_path / "note.txt"

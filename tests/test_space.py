@@ -55,12 +55,15 @@ def expected_names(counts: dict[str, int]) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("space_name", "counts"), [
-    ("dense", {"dense_layers": 1}),
-    ("dense", {"dense_layers": 3}),
-    ("cnn", {"conv_blocks": 1, "dense_layers": 0}),
-    ("cnn", {"conv_blocks": 3, "dense_layers": 2}),
-])
+@pytest.mark.parametrize(
+    ("space_name", "counts"),
+    [
+        ("dense", {"dense_layers": 1}),
+        ("dense", {"dense_layers": 3}),
+        ("cnn", {"conv_blocks": 1, "dense_layers": 0}),
+        ("cnn", {"conv_blocks": 3, "dense_layers": 2}),
+    ],
+)
 def test_shipped_space_every_parameter(space_name: str, counts: dict[str, int]) -> None:
     """Every schema parameter that applies is present: the trial's values where searched, defaults elsewhere."""
     space = load_space(space_name)
@@ -82,8 +85,12 @@ def test_dense_space_defaults_and_no_conv() -> None:
     params = sample(FixedTrial(trial_values(space, dense_layers=2)), space)
     assert [name for name in params if name.startswith("conv_")] == ["conv_blocks"]
     assert params["conv_blocks"] == 0
-    assert (params["optimizer"], params["lr_schedule"], params["aug_flip"], params["aug_erase"]) == \
-        ("adam", "constant", False, 0.0)
+    assert (params["optimizer"], params["lr_schedule"], params["aug_flip"], params["aug_erase"]) == (
+        "adam",
+        "constant",
+        False,
+        0.0,
+    )
     assert (params["dense_units_0"], params["dense_units_1"]) == (64, 128)
     assert "dense_units_2" not in params
 
@@ -101,14 +108,32 @@ def test_per_block_parameters_follow_the_count() -> None:
 
 def test_requires_drops_parameters_of_absent_blocks() -> None:
     """With zero conv blocks and zero dense layers, nothing that describes them is drawn or returned."""
-    space = make_space(conv_blocks=Range(0, 2), conv_filters=Choice((8, 16)), conv_dropout=Range(0.0, 0.5),
-                       dense_layers=Range(0, 2), dense_units=Choice((32, 64)), dense_batch_norm=Choice((True,)))
+    space = make_space(
+        conv_blocks=Range(0, 2),
+        conv_filters=Choice((8, 16)),
+        conv_dropout=Range(0.0, 0.5),
+        dense_layers=Range(0, 2),
+        dense_units=Choice((32, 64)),
+        dense_batch_norm=Choice((True,)),
+    )
     params = sample(FixedTrial({"conv_blocks": 0, "dense_layers": 0}), space)
     assert params["conv_blocks"] == 0 and params["dense_layers"] == 0
-    assert not [name for name in params if name.startswith(("conv_", "dense_"))
-                and name not in ("conv_blocks", "dense_layers")]
-    with_blocks = sample(FixedTrial({"conv_blocks": 1, "dense_layers": 1, "conv_filters_0": 16,
-                                     "conv_dropout": 0.25, "dense_units_0": 32, "dense_batch_norm": True}), space)
+    assert not [
+        name for name in params if name.startswith(("conv_", "dense_")) and name not in ("conv_blocks", "dense_layers")
+    ]
+    with_blocks = sample(
+        FixedTrial(
+            {
+                "conv_blocks": 1,
+                "dense_layers": 1,
+                "conv_filters_0": 16,
+                "conv_dropout": 0.25,
+                "dense_units_0": 32,
+                "dense_batch_norm": True,
+            }
+        ),
+        space,
+    )
     assert with_blocks["conv_padding"] == "same" and with_blocks["conv_dropout"] == 0.25
     assert with_blocks["dense_batch_norm"] is True and with_blocks["dense_dropout"] == 0.0
 
@@ -141,8 +166,13 @@ def test_trial_params_rebuild_the_same_dict(space_name: str) -> None:
 
 def test_fixed_values_are_returned_but_not_suggested() -> None:
     """A constant reaches the model's params but is not an Optuna parameter of the trial."""
-    space = make_space(optimizer=Fixed("sgd"), batch_size=Fixed(32), dense_layers=Range(1, 2),
-                       dense_units=Fixed(48), learning_rate=Range(1e-4, 1e-2, log=True))
+    space = make_space(
+        optimizer=Fixed("sgd"),
+        batch_size=Fixed(32),
+        dense_layers=Range(1, 2),
+        dense_units=Fixed(48),
+        learning_rate=Range(1e-4, 1e-2, log=True),
+    )
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     params = sample(trial, space)
     assert (params["optimizer"], params["batch_size"], params["dense_units_0"]) == ("sgd", 32, 48)

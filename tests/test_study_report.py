@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import optuna
@@ -12,26 +11,12 @@ import pytest
 from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from stores import journal_study, local_client
 
-from search import cli
 from search.reports.study import write_study_report
 
 FIGURES = ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate", "slice")
 REPORT_FILES = {f"{name}.png" for name in FIGURES} | {"report.html", "trials.csv", "best_trial.json"}
-
-
-def _atelier(workdir: Path, *args: str) -> None:
-    before = Path.cwd()
-    os.chdir(workdir)
-    try:
-        assert cli.main(list(args)) == 0
-    finally:
-        os.chdir(before)
-
-
-def _study(workdir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal"))))
 
 
 def _runs(client: MlflowClient, study: str, kind: str) -> list:
@@ -39,36 +24,36 @@ def _runs(client: MlflowClient, study: str, kind: str) -> list:
     return client.search_runs([experiment.experiment_id], f"tags.`atelier.kind` = '{kind}'")
 
 
+FIRST = "digits-dense"  # the shared store's study run three times: 6 trials, resumed to 8, then 8 again
+
+
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two real searches on the same digits data: `first` run twice (resumed to 6 trials), then `second`."""
-    workdir = tmp_path_factory.mktemp("reports")
-    search = ("run", "--objective", "digits", "--max-epochs", "3", "--workers", "1", "--quiet")
-    _atelier(workdir, *search, "--study", "first", "--trials", "4")
-    _atelier(workdir, *search, "--study", "first", "--trials", "6")
-    _atelier(workdir, *search, "--study", "second", "--trials", "2", "--sampler", "random")
-    return workdir
+def searched(digits_store) -> Path:
+    """Real searches on the same digits data: `second` (2 trials), then digits-dense (6, 8, 8 again)."""
+    return digits_store.folder
 
 
 @pytest.fixture(scope="module")
 def client(searched: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{searched / 'mlruns' / 'mlflow.db'}")
+    return local_client(searched)
 
 
+@pytest.mark.e2e
 def test_each_study_has_one_report_run_with_every_artifact(searched: Path, client: MlflowClient) -> None:
-    for name in ("first", "second"):
+    for name in (FIRST, "second"):
         [run] = _runs(client, name, "study")
         assert run.info.run_name == "study-report" and run.info.status == "FINISHED"
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= REPORT_FILES - {"param_importances.png"}
-    [first] = _runs(client, "first", "study")
+    [first] = _runs(client, FIRST, "study")
     assert {a.path for a in client.list_artifacts(first.info.run_id)} == REPORT_FILES
 
 
+@pytest.mark.e2e
 def test_the_report_run_records_the_study_after_each_search(searched: Path, client: MlflowClient) -> None:
-    study = _study(searched, "first")
-    [run] = _runs(client, "first", "study")
+    study = journal_study(searched, FIRST)
+    [run] = _runs(client, FIRST, "study")
     history = client.get_metric_history(run.info.run_id, "trials_complete")
-    assert [m.step for m in history] == [4, 6]  # one point per report, at the study's trial count
+    assert [m.step for m in history] == [6, 8, 8]  # one point per report, at the study's trial count
     finished = [t for t in study.trials if t.state is TrialState.COMPLETE]
     assert history[-1].value == len(finished)
     assert run.data.metrics["best_val_loss"] == pytest.approx(study.best_value)
@@ -82,9 +67,10 @@ def test_the_report_run_records_the_study_after_each_search(searched: Path, clie
     assert f"runs/{study.best_trial.user_attrs['mlflow_run_id']})" in description
 
 
+@pytest.mark.e2e
 def test_trials_csv_and_best_trial_match_the_study(searched: Path, client: MlflowClient, tmp_path: Path) -> None:
-    study = _study(searched, "first")
-    [run] = _runs(client, "first", "study")
+    study = journal_study(searched, FIRST)
+    [run] = _runs(client, FIRST, "study")
     folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path)))
     table = pd.read_csv(folder / "trials.csv")
     assert sorted(table["number"]) == [t.number for t in study.trials]
@@ -102,10 +88,11 @@ def test_trials_csv_and_best_trial_match_the_study(searched: Path, client: Mlflo
     assert page.count('class="plotly-graph-div"') == len(FIGURES)
 
 
+@pytest.mark.e2e
 def test_the_data_report_is_logged_once_per_dataset(searched: Path, client: MlflowClient) -> None:
-    [data_run] = _runs(client, "first", "data")
-    assert not _runs(client, "second", "data")  # the same digits data: found by digest, not logged again
-    for name in ("first", "second"):
+    [data_run] = _runs(client, "second", "data")  # the store's first study
+    assert not _runs(client, FIRST, "data")  # the same digits data: found by digest, not logged again
+    for name in (FIRST, "second"):
         experiment = client.get_experiment_by_name(name)
         assert experiment.tags["atelier.data_report_run"] == data_run.info.run_id
         [report] = _runs(client, name, "study")
@@ -117,10 +104,12 @@ def test_the_data_report_is_logged_once_per_dataset(searched: Path, client: Mlfl
     assert contexts == ["train", "validation"]
 
 
-def test_atelier_report_rewrites_the_run_and_keeps_the_files(searched: Path, client: MlflowClient,
-                                                              tmp_path: Path, atelier) -> None:
+@pytest.mark.e2e
+def test_atelier_report_rewrites_the_run_and_keeps_the_files(
+    searched: Path, client: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atelier
+) -> None:
     [before] = _runs(client, "second", "study")
-    os.chdir(searched)
+    monkeypatch.chdir(searched)  # back where the test started once it ends
     status, out, err = atelier("report", "--study", "second", "--output", tmp_path / "report")
     assert status == 0, err
     assert {p.name for p in (tmp_path / "report").iterdir()} >= REPORT_FILES - {"param_importances.png"}
@@ -134,11 +123,16 @@ def test_a_study_without_completed_trials_gets_the_plots_it_allows(tmp_path: Pat
     study = optuna.create_study(study_name="pruned")
     distributions = {"units": IntDistribution(16, 64), "rate": FloatDistribution(1e-4, 1e-2, log=True)}
     for number in range(3):
-        study.add_trial(create_trial(state=TrialState.PRUNED, params={"units": 16 + 8 * number, "rate": 1e-3},
-                                     distributions=distributions, intermediate_values={1: 2.0 - number / 10}))
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params={"units": 16 + 8 * number, "rate": 1e-3},
+                distributions=distributions,
+                intermediate_values={1: 2.0 - number / 10},
+            )
+        )
     report = write_study_report(study, tmp_path)
-    assert {p.name for p in report.files} == {"intermediate_values.png", "report.html", "trials.csv",
-                                              "best_trial.json"}
+    assert {p.name for p in report.files} == {"intermediate_values.png", "report.html", "trials.csv", "best_trial.json"}
     assert report.best is None and report.importances == {} and report.counts["pruned"] == 3
     assert json.loads((tmp_path / "best_trial.json").read_text()) == {}
     assert "No trial has completed yet" in (tmp_path / "report.html").read_text()
