@@ -65,6 +65,8 @@ def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
     assert len(trials) == len(finished), [(t.number, t.state, t.user_attrs.get("reason")) for t in trials]
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert len({t.user_attrs["worker"] for t in trials}) >= 2  # both machines ran trials
+    drawn = [tuple(sorted(t.params.items())) for t in trials]  # machines started together draw their own trials
+    assert len(set(drawn)) == len(drawn), drawn
     assert sorted(int(r.data.tags["atelier.trial_number"]) for r in runs) == list(range(len(trials)))
     assert {r.info.run_id for r in runs} == {t.user_attrs["mlflow_run_id"] for t in trials}
     for out, err in outputs:  # the password never reaches the terminal, nor an MLflow param or tag
