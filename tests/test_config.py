@@ -59,9 +59,10 @@ def test_shipped_dense_space() -> None:
 
 
 def test_shipped_cnn_space() -> None:
-    """`cnn` searches every parameter but the optimizer, its schedule and dense batch norm."""
+    """`cnn` searches every parameter but the optimizer, its schedule, dense batch norm and batch norm's momentum."""
     space = load_space("cnn")
-    assert set(PARAMETERS) - set(space.params) == {"optimizer", "lr_schedule", "dense_batch_norm"}
+    unsearched = {"optimizer", "lr_schedule", "dense_batch_norm", "batch_norm_momentum"}
+    assert set(PARAMETERS) - set(space.params) == unsearched
     assert space.params["conv_blocks"] == Range(1, 3)
     assert space.params["conv_filters"] == Choice((16, 32, 48, 64))
     assert space.params["conv_padding"] == Choice(("same", "valid"))
