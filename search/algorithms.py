@@ -87,11 +87,16 @@ def _sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """A pruner that judges trials by the metric reported each epoch."""
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    """A pruner that judges trials by the metric reported each epoch.
+
+    `halving` (asynchronous successive halving) stops a trial at epoch 1, 3, 9... unless it is in the best
+    third of the study's trials that reached that epoch. It has no brackets, so the sampler learns from
+    every trial; Optuna's Hyperband shows the sampler only the trials of the current trial's bracket.
+    """
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name == "none":

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
             "Flags override the objective file, which overrides built-in defaults."
         ),
     )
-    run.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
+    _objective_flags(run, "fashion-mnist")
     run.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
     run.add_argument(
         "--hypermodel",
@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
     run.add_argument("--seed", type=int, help="seed of the data split and the sampler")
     run.add_argument("--sampler", help="tpe, random, cmaes or gp")
-    run.add_argument("--pruner", help="hyperband, median, halving or none")
-    run.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    run.add_argument("--pruner", help="halving (asynchronous successive halving), hyperband, median or none")
+    run.add_argument(
+        "--warm-start", metavar="STUDY", help="first run the best trials of an earlier study of this space"
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -97,8 +99,7 @@ def _parser() -> argparse.ArgumentParser:
             "each class, the pixel-value histogram. The test split is not read."
         ),
     )
-    data.add_argument("--objective", default="fashion-mnist", help="objectives/NAME.toml or a path (fashion-mnist)")
-    data.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+    _objective_flags(data, "fashion-mnist")
     data.add_argument("--output", type=Path, help="folder for the figures (default: data-report/OBJECTIVE)")
     data.add_argument(
         "--format",
@@ -174,11 +175,10 @@ def _parser() -> argparse.ArgumentParser:
             "logs them to an MLflow run in the experiment 'bench'."
         ),
     )
-    bench.add_argument(
-        "--objective", default="fashion-mnist-quick", help="objectives/NAME.toml or a path (fashion-mnist-quick)"
-    )
+    _objective_flags(bench, "fashion-mnist-quick")
     bench.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
     bench.add_argument("--seeds", type=int, default=3, help="runs of each strategy, seeds from the objective's (3)")
+    bench.add_argument("--pair-seeds", type=int, metavar="N", help="runs of atelier and kt-hyperband (--seeds)")
     bench.add_argument(
         "--budget-epochs",
         type=int,
@@ -192,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         "--strategies",
         nargs="+",
         metavar="NAME",
-        help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (all)",
+        help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (these by default), atelier-hyperband",
     )
     bench.add_argument(
         "--memory-trials",
@@ -202,7 +202,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it",
     )
-    bench.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
     bench.add_argument(
         "--output", type=Path, help="folder for the tables and figure (default: bench-out/OBJECTIVE-SPACE)"
     )
@@ -219,12 +218,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _objective_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--objective", default=default, help=f"objectives/NAME.toml or a path ({default})")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
+
+
 def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=Path("mlruns"), help="local store folder (./mlruns)")
     parser.add_argument("--storage", help="Optuna storage: a journal file, sqlite:///... or postgresql://...")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's own messages")
+
+
+def _say(line: str) -> None:
+    """A line of an engine function, printed at once (a search runs for minutes between lines)."""
+    print(line, flush=True)
 
 
 def _unchecked_store(args: argparse.Namespace):
@@ -250,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         args.workers,
         args.quiet,
     )
-    result = run_search(request, _unchecked_store(args), say=lambda line: print(line, flush=True))
+    result = run_search(request, _unchecked_store(args), say=_say)
     if not args.quiet:
         print(f"study report: {result.study_report} ({result.report_seconds:.1f} s; `atelier ui` serves a local store)")
     return 0
@@ -312,22 +321,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from search.bench.compare import BenchRequest, compare
-    from search.bench.strategies import STRATEGIES
+    from search.bench.strategies import DEFAULT_STRATEGIES
     from search.store import Store
     from search.tables import render
 
     request = BenchRequest(
-        args.objective,
-        args.space,
-        args.seeds,
-        args.budget_epochs,
-        args.target_accuracy,
-        args.strategies or STRATEGIES,
-        args.memory_trials,
-        args.data_dir,
-        args.output,
+        objective=args.objective,
+        space=args.space,
+        seeds=args.seeds,
+        pair_seeds=args.pair_seeds,
+        budget_epochs=args.budget_epochs,
+        target_accuracy=args.target_accuracy,
+        strategies=args.strategies or DEFAULT_STRATEGIES,
+        memory_trials=args.memory_trials,
+        data_dir=args.data_dir,
+        output=args.output,
     )
-    result = compare(request, Store(args.store, None, args.tracking_uri), say=lambda line: print(line, flush=True))
+    result = compare(request, Store(args.store, None, args.tracking_uri), say=_say)
     print(render(result.summary, "table"), end="")
     if result.verdict:
         print(result.verdict)
@@ -346,15 +356,7 @@ def _promote(args: argparse.Namespace) -> int:
     from search.promote import promote
 
     started = time.perf_counter()
-    result = promote(
-        store,
-        args.study,
-        args.trial,
-        args.refit,
-        args.model_name,
-        args.data_dir,
-        say=lambda line: print(line, flush=True),
-    )
+    result = promote(store, args.study, args.trial, args.refit, args.model_name, args.data_dir, say=_say)
     metrics = result.evaluation.metrics
     print(
         f"test: accuracy {metrics['accuracy']:.4f}  log loss {metrics['log_loss']:.4f}  "

@@ -19,7 +19,7 @@ from search.schema import EPOCH_METRICS, PARAMETERS, ParamSpec, Scalar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("hyperband", "median", "halving", "none")
+PRUNERS = ("halving", "hyperband", "median", "none")
 DATA_SOURCES = ("idx", "csv", "digits", "loader")
 HYPERMODEL_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -81,8 +81,8 @@ class DataConfig:
     test: Path | None = None
     loader: str | None = None
     class_names: tuple[str, ...] = ()
-    validation_fraction: float = 0.1
-    subsample: float | int = 1.0
+    validation_fraction: float = 0.1  # of the whole training part, kept for validation
+    subsample: float | int = 1.0  # of the rest, trained on: a fraction, or a count of images
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ class Objective:
     max_epochs: int = 10
     timeout: float | None = None
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "halving"
     seed: int = 0
     max_params: int = 2_000_000
+    warm_start: str | None = None  # an earlier study over the same space whose best trials run first
     margin: float = 0.0  # test accuracy a promoted model must add to the baseline's
 
     @property
@@ -199,6 +200,7 @@ def load_objective(name_or_path: str) -> Objective:
         "pruner": str,
         "seed": int,
         "max_params": int,
+        "warm_start": str,
     }
     reject_unknown(where, "search", search, tuple(fields))
     values = {key: typed(where, f"search.{key}", search[key], fields[key]) for key in search}

@@ -93,19 +93,18 @@ def reader(config: DataConfig, data_dir: Path | None = None) -> tuple[Reader, st
 
 
 def load_search_data(objective: Objective, data_dir: Path | None = None) -> SearchData:
-    """The training part, subsampled and split into train and validation, stratified and seeded."""
+    """The training part split into train and validation, stratified and seeded, then the train split subsampled.
+
+    The validation split is a fraction of the whole training part whatever the subsample, so a search
+    on a few training images is still judged on many: one accuracy on 1,500 images has a standard
+    error near 0.009, on 6,000 near 0.004. The split is the same for every subsample of one seed.
+    """
     read, where = reader(objective.data, data_dir)
     images = read("train")
     class_names = objective.data.class_names or _default_class_names(objective, images)
     _check_labels(images, len(class_names), where)
     config, seed = objective.data, objective.seed
     _check_classes_split(images, where, "add images of that class")
-    if config.subsample != 1.0:
-        count = config.subsample if config.subsample > 1 else round(config.subsample * len(images))
-        if count < len(images):
-            problem = f"{where}: data.subsample {config.subsample} cannot pick {int(count)} of {len(images)} images"
-            images = _stratified_take(images, int(count), seed, problem)
-            _check_classes_split(images, where, "raise data.subsample")
     val_count = max(len(class_names), round(config.validation_fraction * len(images)))
     try:
         x_train, x_val, y_train, y_val = train_test_split(
@@ -114,10 +113,15 @@ def load_search_data(objective: Objective, data_dir: Path | None = None) -> Sear
     except ValueError as error:
         raise SetupError(
             f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
-            f"the rest, stratified by class ({error}); lower data.validation_fraction "
-            "or raise data.subsample"
+            f"the rest, stratified by class ({error}); lower data.validation_fraction"
         ) from None
-    return SearchData(objective.name, where, Images(x_train, y_train), Images(x_val, y_val), class_names)
+    train = Images(x_train, y_train)
+    if config.subsample != 1.0:
+        count = config.subsample if config.subsample > 1 else round(config.subsample * len(train))
+        if count < len(train):
+            problem = f"{where}: data.subsample {config.subsample} cannot pick {int(count)} of {len(train)} images"
+            train = _stratified_take(train, int(count), seed, problem)
+    return SearchData(objective.name, where, train, Images(x_val, y_val), class_names)
 
 
 def read_idx_pair(folder: Path, part: Part) -> Images:

@@ -76,8 +76,8 @@ class Progress:
         """A line about the search itself (a worker that died, orphans recovered), printed even when quiet."""
         self._print(line)
 
-    def summary(self, where: str) -> None:
-        """Stop the bar and print what the study holds now."""
+    def summary(self, where: str, cores_busy: float | None = None) -> None:
+        """Stop the bar and print what the study holds now, and how busy the cores were if measured."""
         self._stopped.set()
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
         counts = ", ".join(
@@ -86,7 +86,8 @@ class Progress:
             if states.count(s)
         )
         self._print(
-            f"done: {self.ran} trials in {self._elapsed() / 60:.1f} min; study {self.study.study_name} "
+            f"done: {self.ran} trials in {self._elapsed() / 60:.1f} min"
+            f"{'' if cores_busy is None else f' (cores busy {cores_busy:.0%})'}; study {self.study.study_name} "
             f"holds {counts}; best {self._best()}; recorded in {where}"
         )
 

@@ -8,12 +8,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from search.config import Objective, Space, check_objective, hypermodel_space, load_objective, load_space
+from search.cores import CoreMeter
 from search.errors import SetupError
 from search.paths import check_name
 from search.store import Store
 
 MAX_WORKERS = 64
-OVERRIDES = ("trials", "max_epochs", "timeout", "seed", "sampler", "pruner")  # objective settings a flag can set
+OVERRIDES = (
+    "trials",
+    "max_epochs",
+    "timeout",
+    "seed",
+    "sampler",
+    "pruner",
+    "warm_start",
+)  # objective settings a flag can set
 
 Say = Callable[[str], None]
 
@@ -40,6 +49,7 @@ class SearchResult:
     experiment_id: str
     study_report: str  # the address of the study's report run in the MLflow UI
     report_seconds: float
+    cores_busy: float | None  # the share of the cores' time spent working, from start to the last trial's end
 
 
 def resolve(request: SearchRequest) -> tuple[Objective, Space]:
@@ -70,12 +80,20 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     gets the lines worth printing before and between trials; the trial lines and the progress bar
     are `Progress`'s (silent when `request.quiet`).
     """
+    meter = CoreMeter()
     objective, space = resolve(request)
     store.check()
     study_name = request.study or f"{objective.name}-{space.name}"
+    warm_start = []
+    if objective.warm_start is not None:
+        from search.warm_start import best_configurations
+
+        warm_start = best_configurations(store.existing_storage(), objective.warm_start, study_name, space)
 
     from search.data import load_search_data
+    from search.worker_server import start_worker_server
 
+    start_worker_server()  # its imports overlap the data's loading and the records' set-up
     started = time.perf_counter()
     data = load_search_data(objective, request.data_dir)
     if space.hypermodel is not None:
@@ -97,6 +115,12 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
 
     storage = store.storage()
     study = open_study(study_name, storage, objective, space, request.data_dir)
+    if warm_start:
+        from search.warm_start import queue_configurations
+
+        if queue_configurations(study, warm_start):
+            origins = ", ".join(configuration["origin"] for configuration in warm_start)
+            quiet_say(f"warm start: the first trials run the best of {objective.warm_start} ({origins})")
     context = SearchContext.connect(SearchPlan(study_name, objective, space, data, store, dataset_inputs(data)))
     context.tracker.client.update_run(context.study_run_id, status="RUNNING")  # until its report is rewritten
     data_run, made = publish_data_report(data, context.plan.inputs, context.tracker, context.experiment_id)
@@ -105,12 +129,15 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     progress = Progress(study, objective, quiet=request.quiet)
     progress.start()
     optimize(context, study, storage, progress.trial_done, workers=request.workers, on_note=progress.note)
-    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}")
+    cores_busy = meter.busy_share()
+    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}", cores_busy)
     started = time.perf_counter()
-    report_run, _ = publish_study_report(study, context.tracker, context.experiment_id)
+    figures = {} if cores_busy is None else {"cores_busy": cores_busy}
+    report_run, _ = publish_study_report(study, context.tracker, context.experiment_id, figures=figures)
     return SearchResult(
         study_name,
         context.experiment_id,
         run_address(store.tracking, context.experiment_id, report_run),
         time.perf_counter() - started,
+        cores_busy,
     )

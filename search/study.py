@@ -28,6 +28,7 @@ from search.paths import check_name
 from search.recovery import recover_orphans, worker_id
 from search.store import Store
 from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
+from search.worker_server import start_worker_server
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 5
@@ -135,8 +136,7 @@ def optimize(
             f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
             "that died: failed, its run closed as KILLED, its parameters queued again"
         )
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["search.study"])
+    context = start_worker_server()
     live: dict[Connection, multiprocessing.process.BaseProcess] = {}
     failures = 0
     try:

@@ -1,18 +1,21 @@
 """Fixtures whose real searches run in the background, while the rest of the suite runs.
 
-The suite keeps one of the machine's two cores busy: a search is mostly single-threaded work
+The suite keeps about one of the machine's two cores busy: a search is mostly single-threaded work
 (imports, Keras's step loop on tiny models, MLflow and Optuna records). The largest fixtures (the
 bench, the promotion store, the shared digits store, the searches some tests read) are made instead
-by a fresh interpreter each, niced, one after another, started as the session starts; the tests that
-read them run last (conftest reorders them), by which time they are usually ready.
+by one other interpreter, niced, one after another from the session's start; the tests that read
+them run last (conftest reorders them), by which time they are usually ready. One interpreter for
+all of them: each would otherwise import TensorFlow, MLflow and Optuna, and start a forkserver, anew.
 
-Run as a script, this module makes one of them: `python background.py MODULE:FUNCTION FOLDER` calls
-FUNCTION(FOLDER), which runs commands with the folder as working folder and returns what they
-printed, by name; that is written to FOLDER/printed.json.
+Run as a script, this module makes them: `python background.py NAME=MODULE:FUNCTION=FOLDER...` calls
+each FUNCTION(FOLDER) in turn; a function runs commands with the folder as working folder and returns
+what they printed, by name, written to FOLDER/printed.json (or its traceback to FOLDER/error.txt);
+then the script prints `NAME STATUS` on stdout, 0 for done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -20,14 +23,15 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-PRINTED = "printed.json"
+PRINTED, ERROR, LOG = "printed.json", "error.txt", "background.log"
 WAIT_S = 1800
+NICENESS = 10  # until a test waits for a fixture (`Background._hurry`)
 
 
 @dataclass(frozen=True)
@@ -40,77 +44,94 @@ class Prepared:
 
 @dataclass
 class _Job:
-    name: str
     function: str  # MODULE:FUNCTION
     folder: Path
     done: threading.Event = field(default_factory=threading.Event)
-    process: subprocess.Popen | None = None
     status: int | None = None
 
 
 class Background:
-    """Makes fixtures one after another in fresh interpreters; `result` waits for one and returns it."""
+    """Makes fixtures in one niced interpreter, in the order given; `result` waits for one and returns it."""
 
-    def __init__(self, jobs: Mapping[str, tuple[str, Path]]) -> None:
-        self._jobs = {name: _Job(name, function, folder) for name, (function, folder) in jobs.items()}
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run_all, daemon=True, name="background-fixtures")
-        self._thread.start()
+    def __init__(self, jobs: Mapping[str, tuple[str, Path]], folder: Path) -> None:
+        self._jobs = {name: _Job(function, job_folder) for name, (function, job_folder) in jobs.items()}
+        self._log = folder / LOG
+        self._process: subprocess.Popen | None = None
+        if self._jobs:
+            with open(self._log, "wb") as log:
+                self._process = subprocess.Popen(
+                    ["nice", "-n", str(NICENESS), sys.executable, str(Path(__file__).resolve())]
+                    + [f"{name}={job.function}={job.folder}" for name, job in self._jobs.items()],
+                    cwd=folder,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    start_new_session=True,
+                )
+            threading.Thread(target=self._follow, daemon=True, name="background-fixtures").start()
 
     def result(self, name: str) -> Prepared:
-        """The fixture `name` once made; an AssertionError with its interpreter's last words if that failed."""
+        """The fixture `name` once made; an AssertionError with its traceback (or the log's end) if that failed."""
         job = self._jobs.get(name)
-        assert job is not None, f"no background job {name!r} was started for this session (see conftest)"
-        assert job.done.wait(WAIT_S), f"the background job {name} did not end within {WAIT_S} s"
-        errors = job.folder / "stderr.log"
-        assert job.status == 0, (
-            f"the background job {name} ({job.function}) exited {job.status}:\n"
-            f"{errors.read_text(errors='replace')[-4000:] if errors.exists() else ''}"
-        )
+        assert job is not None, f"no background fixture {name!r} was started for this session (see conftest)"
+        if not job.done.is_set():
+            self._hurry()
+        assert job.done.wait(WAIT_S), f"the background fixture {name} was not made within {WAIT_S} s"
+        if job.status != 0:
+            error = job.folder / ERROR
+            why = error.read_text() if error.exists() else self._log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"the background fixture {name} ({job.function}) failed:\n{why}")
         return Prepared(job.folder, json.loads((job.folder / PRINTED).read_text()))
 
     def stop(self) -> None:
-        """Kill what is still running (the session ended first) and its children."""
-        self._stopped = True
-        for job in self._jobs.values():
-            if job.process is not None and job.process.poll() is None:
-                os.killpg(job.process.pid, signal.SIGKILL)
-                job.process.wait()
+        """Kill the interpreter if it runs on (the session ended first), with its forkserver and workers."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
 
-    def _run_all(self) -> None:
+    def _hurry(self) -> None:
+        """A test waits: the interpreter (its forkserver and workers too) runs at normal priority from now on.
+
+        On a machine busy with other work, a niced interpreter would otherwise crawl while the suite waits.
+        Raising a priority again needs CAP_SYS_NICE (root has it); without it, nothing changes.
+        """
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PGRP, self._process.pid, 0)
+
+    def _follow(self) -> None:
+        """Mark each fixture done as the interpreter reports it; at its end, any left unreported have failed."""
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            name, _, status = line.strip().rpartition(" ")
+            if name in self._jobs:
+                self._jobs[name].status = int(status)
+                self._jobs[name].done.set()
+        self._process.wait()
         for job in self._jobs.values():
-            if not self._stopped:
-                with open(job.folder / "stderr.log", "wb") as errors:
-                    job.process = subprocess.Popen(  # niced: the tests running meanwhile keep their pace
-                        [
-                            "nice",
-                            "-n",
-                            "10",
-                            sys.executable,
-                            str(Path(__file__).resolve()),
-                            job.function,
-                            str(job.folder),
-                        ],
-                        cwd=job.folder,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=errors,
-                        start_new_session=True,
-                    )
-                    if self._stopped:  # stop() ran while it started
-                        os.killpg(job.process.pid, signal.SIGKILL)
-                    job.status = job.process.wait()
-            job.done.set()
+            job.done.set()  # status None: the interpreter died first
 
 
 def main() -> None:
-    function, folder = sys.argv[1], Path(sys.argv[2])
-    module, _, name = function.partition(":")
-    printed = getattr(importlib.import_module(module), name)(folder)
-    (folder / PRINTED).write_text(json.dumps(printed))
+    # Both commands' workers fork from this interpreter's one forkserver: preload what either imports.
+    import multiprocessing
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["search.study", "search.bench.strategies"])
+    for job in sys.argv[1:]:
+        name, function, folder = job.split("=", 2)
+        module, _, attribute = function.partition(":")
+        try:
+            printed = getattr(importlib.import_module(module), attribute)(Path(folder))
+            (Path(folder) / PRINTED).write_text(json.dumps(printed))
+            status = 0
+        except BaseException:
+            (Path(folder) / ERROR).write_text(traceback.format_exc())
+            status = 1
+        print(name, status, flush=True)
 
 
-if __name__ == "__main__":  # the fixtures' forkservers re-import the main module: only the script runs this
+if __name__ == "__main__":  # the forkserver re-imports the main module: only the script runs this
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     main()

@@ -22,12 +22,13 @@ from search import cli  # noqa: E402
 from search.data import IDX_PLACES  # noqa: E402
 
 FASHION_DIR = IDX_PLACES[0]
-# Fixtures made in the background, each by a fresh interpreter calling "MODULE:FUNCTION"(folder), one after
-# another from the session's start, when a selected test uses them (tests/background.py).
-# In the order the tests that read them run (see pytest_collection_modifyitems).
+# Fixtures made in the background by another interpreter calling "MODULE:FUNCTION"(folder) for each, one after
+# another from the session's start, when a selected test uses them (tests/background.py); listed in the
+# order the tests that read them run (see pytest_collection_modifyitems).
 BACKGROUND = {
     "bench_run": "test_bench:run_bench",
     "browser_store": "test_browser:search_for_the_browser",
+    "shared_study": "test_distributed:share_one_study",
     "hypermodel_searches": "test_hypermodel:search_and_promote_hypermodels",
     "promotion_store": "test_promote:promote_studies",
     "parts_promotion": "test_promote:search_and_promote_with_a_loader",
@@ -47,7 +48,7 @@ def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """Start making the background fixtures that the selected tests use; kill what runs on at the session's end."""
     used = {name for item in request.session.items for name in item.fixturenames}
     jobs = {name: (function, tmp_path_factory.mktemp(name)) for name, function in BACKGROUND.items() if name in used}
-    started = Background(jobs)
+    started = Background(jobs, tmp_path_factory.mktemp("background"))
     yield started
     started.stop()
 

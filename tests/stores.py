@@ -13,12 +13,16 @@ from mlflow import MlflowClient
 from search import cli
 
 
-def journal_study(workdir: Path, name: str) -> optuna.Study:
-    """The study `name` in the folder's default Optuna store, mlruns/optuna.journal."""
-    storage = optuna.storages.JournalStorage(
+def journal_storage(workdir: Path) -> optuna.storages.JournalStorage:
+    """The folder's default Optuna store, mlruns/optuna.journal."""
+    return optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(workdir / "mlruns" / "optuna.journal"))
     )
-    return optuna.load_study(study_name=name, storage=storage)
+
+
+def journal_study(workdir: Path, name: str) -> optuna.Study:
+    """The study `name` in the folder's default Optuna store, mlruns/optuna.journal."""
+    return optuna.load_study(study_name=name, storage=journal_storage(workdir))
 
 
 def local_client(workdir: Path) -> MlflowClient:
@@ -58,10 +62,11 @@ def digits_searches(folder: Path) -> dict[str, str]:
     """The shared digits store (conftest's `digits_store`), made in `folder`; what each search printed.
 
     `second` first (2 random trials of up to 3 epochs: the store's first study, so it holds the data
-    report); then `digits-dense`, TPE and Hyperband pruning with up to 4 epochs: 6 trials ("first"),
-    resumed to 8 ("resume", not quiet), then run once more with the target met ("again").
+    report); then `digits-dense`, TPE and Hyperband pruning (fewer trials pruned than by the default, so the
+    report has importances) with up to 4 epochs: 6 trials ("first"), resumed to 8 ("resume", not quiet),
+    then run once more with the target met ("again").
     """
-    search = ("run", "--objective", "digits", "--workers", "1")
+    search = ("run", "--objective", "digits", "--workers", "1", "--pruner", "hyperband")
     printed = {
         "second": atelier_in(
             folder, *search, "--study", "second", "--trials", 2, "--max-epochs", 3, "--sampler", "random", "--quiet"

@@ -28,7 +28,8 @@ PARAMS = {"conv_blocks": 1, "conv_filters": 16, "conv_batch_norm": True, "dense_
 def data(fashion_dir) -> SearchData:
     """2,000 Fashion-MNIST training images and 500 for validation: 63 steps an epoch."""
     objective = load_objective("fashion-mnist")
-    return load_search_data(replace(objective, data=replace(objective.data, subsample=2500)), fashion_dir)
+    data = replace(objective.data, subsample=2000, validation_fraction=500 / 60_000)
+    return load_search_data(replace(objective, data=data), fashion_dir)
 
 
 def _validated_and_true(data: SearchData, momentum: float) -> tuple[float, float]:

@@ -15,8 +15,9 @@ import pytest
 from background import Background, Prepared
 from stores import atelier_in, local_client
 
+from search.bench.report import median_interval
 from search.bench.space_hypermodel import HpTrial
-from search.bench.strategies import STRATEGIES
+from search.bench.strategies import DEFAULT_STRATEGIES as STRATEGIES
 from search.config import Choice, Range, load_space
 from search.space import sample
 
@@ -35,8 +36,13 @@ SUMMARY_COLUMNS = [
     "strategy",
     "seeds",
     "best_val_acc",
+    "best_val_acc_lo",
+    "best_val_acc_hi",
     "best_min",
     "best_max",
+    "kt_hb_epoch_ratio",
+    "kt_hb_epoch_ratio_lo",
+    "kt_hb_epoch_ratio_hi",
     "epochs_to_kt_hb_best",
     "reached_kt_hb_best",
     "epochs_to_target",
@@ -50,6 +56,7 @@ SUMMARY_COLUMNS = [
     "failed",
     "wall_s",
     "outside_fit_s_per_trial",
+    "cores_busy",
 ]
 
 
@@ -127,6 +134,10 @@ def test_epochs_to_hyperbands_best_follow_the_curves(bench: tuple[Path, str]) ->
         reached = curve[curve["best_val_acc"] >= reference]
         expected[strategy] = float(reached["epoch"].iloc[0]) if len(reached) else math.inf
         assert runs.loc[strategy, "epochs_to_kt_hb_best"] == expected[strategy], strategy
+        assert (
+            runs.loc[strategy, "kt_hb_epoch_ratio"]
+            == expected[strategy] / runs.loc["kt-hyperband", "epochs_to_kt_hb_best"]
+        )
         assert summary.loc[strategy, "epochs_to_kt_hb_best"] == expected[strategy], strategy  # one seed: its median
         assert summary.loc[strategy, "reached_kt_hb_best"] == f"{int(math.isfinite(expected[strategy]))}/1"
     assert 1 <= expected["kt-hyperband"] <= BUDGET
@@ -136,6 +147,16 @@ def test_epochs_to_hyperbands_best_follow_the_curves(bench: tuple[Path, str]) ->
         f"of 1 seeds; median {expected['atelier']:g} epochs against Hyperband's {expected['kt-hyperband']:g}; "
         f"ratio per seed {ratio:.2f}"
     ) in printed
+
+
+def test_median_interval_brackets_the_median_of_resampled_seeds() -> None:
+    assert median_interval([0.9, 0.9, 0.9]) == (0.9, 0.9)  # no spread, no width
+    low, high = median_interval([0.80, 0.85, 0.86, 0.88, 0.95])
+    assert 0.80 <= low <= 0.86 <= high <= 0.95 and low < high
+    wide = median_interval([0.5, 0.85, 0.86, 0.88, 0.99])
+    assert wide[0] <= low and wide[1] >= high  # farther seeds, a wider interval
+    assert median_interval([1.0, 2.0, math.inf, math.inf, math.inf])[1] == math.inf  # not reached stays not reached
+    assert all(math.isnan(bound) for bound in median_interval([]))
 
 
 @pytest.mark.e2e
@@ -175,8 +196,14 @@ def test_kerastuner_hyperparameters_carry_the_space(space_name: str) -> None:
     for name, value in params.items():
         distribution = space.params.get(name if name in space.params else name.rsplit("_", 1)[0])
         if isinstance(distribution, Range):
-            assert (registered[name].min_value, registered[name].max_value) == (distribution.low, distribution.high)
-            assert registered[name].sampling == ("log" if distribution.log else "linear")
+            offered = registered[name]
+            assert offered.sampling == ("log" if distribution.log else "linear")
+            lowest, highest = offered.prob_to_value(0.0), offered.prob_to_value(1 - 1e-12)
+            assert (lowest, highest) == pytest.approx((distribution.low, distribution.high))
+            if distribution.step is not None:  # every grid point, the top one too (KerasTuner floors the count)
+                grid = {round(offered.prob_to_value((i + 0.5) / 1000), 9) for i in range(1000)}
+                steps = round((distribution.high - distribution.low) / distribution.step)
+                assert grid == {round(distribution.low + i * distribution.step, 9) for i in range(steps + 1)}
         elif isinstance(distribution, Choice):
             assert list(registered[name].values) == list(distribution.choices)
         else:

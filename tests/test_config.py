@@ -82,7 +82,7 @@ def test_shipped_objectives() -> None:
     assert (digits.space, digits.trials, digits.max_params) == ("dense", 10, 500_000)
     for objective in (fashion, digits):
         assert (objective.metric, objective.direction) == ("val_loss", "minimize")
-        assert (objective.sampler, objective.pruner) == ("tpe", "hyperband")
+        assert (objective.sampler, objective.pruner) == ("tpe", "halving")
         assert load_space(objective.space).name == objective.space
 
 
@@ -181,7 +181,7 @@ BAD_OBJECTIVES = [
         "monitor one of loss, accuracy, val_loss, val_accuracy",
     ),
     ("unknown-sampler", VALID_DATA + '[search]\nsampler = "grid"\n', "search.sampler", "use one of tpe, random"),
-    ("unknown-pruner", VALID_DATA + '[search]\npruner = "asha"\n', "search.pruner", "use one of hyperband"),
+    ("unknown-pruner", VALID_DATA + '[search]\npruner = "asha"\n', "search.pruner", "use one of halving, hyperband"),
     (
         "validation-fraction-one",
         '[data]\nsource = "digits"\nvalidation_fraction = 1\n',

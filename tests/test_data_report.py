@@ -191,7 +191,7 @@ def test_data_command_reports_fashion_mnist_into_output(workdir: Path, atelier, 
         "data", "--objective", "fashion-mnist-quick", "--data-dir", fashion_dir, "--output", "reports/fm"
     )
     assert status == 0, err
-    assert "13500 train and 1500 validation images (28, 28, 1), 10 classes" in out
+    assert "13500 train and 6000 validation images (28, 28, 1), 10 classes" in out
     assert "Ankle boot" in out and "report in reports/fm:" in out
     assert sorted(path.name for path in (workdir / "reports" / "fm").iterdir()) == sorted(REPORT_FILES)
     assert not (workdir / "data-report").exists() and not (workdir / "mlruns").exists()

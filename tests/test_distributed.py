@@ -11,68 +11,101 @@ from pathlib import Path
 
 import optuna
 import pytest
+from background import Background, Prepared
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from servers import PostgresServer, mlflow_server, postgres_server
+from servers import mlflow_server, postgres_server
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses on PostgreSQL and an `mlflow server`
 TARGET = 6
 
 
-def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(
-    postgres: PostgresServer, tmp_path: Path
-) -> None:
-    postgres.create_database("optuna_shared_search")
-    postgres.create_database("mlflow_shared_search")
-    storage = postgres.url("optuna_shared_search")
-    with mlflow_server(postgres.url("mlflow_shared_search"), tmp_path / "artifacts", workers=2) as tracking:
-        command = [
-            str(Path(sys.executable).parent / "atelier"),
-            "run",
-            "--objective",
-            "digits",
-            "--study",
-            "shared",
-            "--trials",
-            str(TARGET),
-            "--max-epochs",
-            "2",
-            "--workers",
-            "1",
-            "--storage",
-            storage,
-            "--tracking-uri",
-            tracking,
-        ]
-        machines = []
-        for name in ("machine-a", "machine-b"):  # two processes started alike, in separate folders: nothing
-            (tmp_path / name).mkdir()  # shared but the two servers
-            machines.append(
-                subprocess.Popen(
-                    command, cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-                )
-            )
-        outputs = [machine.communicate(timeout=600) for machine in machines]
-        assert [machine.returncode for machine in machines] == [0, 0], [err for _, err in outputs]
-        client = MlflowClient(tracking)
-        experiment = client.get_experiment_by_name("shared")
-        runs = client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
+def share_one_study(folder: Path) -> dict[str, object]:
+    """Two machines search one study at once: console-script processes started alike, in folders of their own,
+    sharing nothing but a PostgreSQL cluster and an `mlflow server` (two workers) made for them.
 
-    study = optuna.load_study(study_name="shared", storage=storage)
-    trials = study.get_trials()
-    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    Run in the background (conftest.BACKGROUND): the exit statuses and outputs, and the study's trials and trial
+    runs as the two servers hold them, read before they stop, with the database password.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="atelier-pg-") as cluster,  # not under pytest's tmp: see conftest
+        postgres_server(Path(cluster)) as postgres,
+    ):
+        postgres.create_database("optuna_shared_search")
+        postgres.create_database("mlflow_shared_search")
+        storage = postgres.url("optuna_shared_search")
+        with mlflow_server(postgres.url("mlflow_shared_search"), folder / "artifacts", workers=2) as tracking:
+            command = [
+                str(Path(sys.executable).parent / "atelier"),
+                "run",
+                "--objective",
+                "digits",
+                "--study",
+                "shared",
+                "--trials",
+                str(TARGET),
+                "--max-epochs",
+                "2",
+                "--workers",
+                "1",
+                "--storage",
+                storage,
+                "--tracking-uri",
+                tracking,
+            ]
+            machines = []
+            for name in ("machine-a", "machine-b"):
+                (folder / name).mkdir()
+                machines.append(
+                    subprocess.Popen(
+                        command, cwd=folder / name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                    )
+                )
+            outputs = [machine.communicate(timeout=600) for machine in machines]
+            client = MlflowClient(tracking)
+            experiment = client.get_experiment_by_name("shared")
+            runs = (
+                []
+                if experiment is None
+                else client.search_runs([experiment.experiment_id], "tags.`atelier.kind` = 'trial'")
+            )
+        trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+        return {
+            "statuses": [machine.returncode for machine in machines],
+            "outputs": outputs,
+            "trials": [
+                {"number": t.number, "state": t.state.name, "params": t.params, "user_attrs": t.user_attrs}
+                for t in trials
+            ],
+            "runs": [{"run_id": r.info.run_id, "params": r.data.params, "tags": r.data.tags} for r in runs],
+            "password": postgres.password,
+        }
+
+
+@pytest.fixture(scope="module")
+def shared_study(background: Background) -> Prepared:
+    return background.result("shared_study")
+
+
+@pytest.mark.usefixtures("postgres")  # skips, or fails in CI, without PostgreSQL; the scenario runs its own cluster
+def test_two_processes_share_one_study_through_postgresql_and_an_mlflow_server(shared_study: Prepared) -> None:
+    """`share_one_study`: both machines finish, the study holds the target, both ran trials, each has its run."""
+    found = shared_study.printed
+    assert found["statuses"] == [0, 0], [err for _, err in found["outputs"]]
+    trials, runs, password = found["trials"], found["runs"], found["password"]
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
     assert TARGET <= len(finished) <= TARGET + 1  # the two may each start the last trial
-    assert len(trials) == len(finished), [(t.number, t.state, t.user_attrs.get("reason")) for t in trials]
-    assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # both machines ran trials
-    drawn = [tuple(sorted(t.params.items())) for t in trials]  # machines started together draw their own trials
+    assert len(trials) == len(finished), [(t["number"], t["state"], t["user_attrs"].get("reason")) for t in trials]
+    assert sorted(t["number"] for t in trials) == list(range(len(trials)))
+    assert len({t["user_attrs"]["worker"] for t in trials}) >= 2  # both machines ran trials
+    drawn = [tuple(sorted(t["params"].items())) for t in trials]  # machines started together draw their own trials
     assert len(set(drawn)) == len(drawn), drawn
-    assert sorted(int(r.data.tags["atelier.trial_number"]) for r in runs) == list(range(len(trials)))
-    assert {r.info.run_id for r in runs} == {t.user_attrs["mlflow_run_id"] for t in trials}
-    for out, err in outputs:  # the password never reaches the terminal, nor an MLflow param or tag
-        assert postgres.password not in out + err
+    assert sorted(int(r["tags"]["atelier.trial_number"]) for r in runs) == list(range(len(trials)))
+    assert {r["run_id"] for r in runs} == {t["user_attrs"]["mlflow_run_id"] for t in trials}
+    for out, err in found["outputs"]:  # the password never reaches the terminal, nor an MLflow param or tag
+        assert password not in out + err
     for run in runs:
-        assert not [v for v in (*run.data.params.values(), *run.data.tags.values()) if postgres.password in v]
+        assert not [v for v in (*run["params"].values(), *run["tags"].values()) if password in v]
 
 
 @pytest.mark.usefixtures("postgres")  # skips, or fails in CI, without PostgreSQL; the test runs its own cluster

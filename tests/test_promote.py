@@ -491,11 +491,14 @@ def search_and_promote_with_a_loader(workdir: Path) -> dict[str, dict[str, objec
     (workdir / "parts_loader.py").write_text(PARTS_LOADER)
     (workdir / "parts.toml").write_text(PARTS_OBJECTIVE)
     sys.path.insert(0, str(workdir))  # where the objective's loader module is, as a user's PYTHONPATH says
-    log = workdir / "parts.log"
-    ran = {"run": atelier_case(workdir, "run", "--objective", "parts.toml", "--workers", "1", "--quiet")}
-    ran["run"]["asked"] = log.read_text().split() if log.exists() else []
-    ran["promote"] = atelier_case(workdir, "promote", "--study", "parts-dense", "--model-name", "parts")
-    ran["promote"]["asked"] = log.read_text().split()
+    try:
+        log = workdir / "parts.log"
+        ran = {"run": atelier_case(workdir, "run", "--objective", "parts.toml", "--workers", "1", "--quiet")}
+        ran["run"]["asked"] = log.read_text().split() if log.exists() else []
+        ran["promote"] = atelier_case(workdir, "promote", "--study", "parts-dense", "--model-name", "parts")
+        ran["promote"]["asked"] = log.read_text().split()
+    finally:
+        sys.path.remove(str(workdir))
     return ran
 
 

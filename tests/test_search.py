@@ -159,8 +159,8 @@ FASHION_OBJECTIVE = f"""
 [data]
 source = "idx"
 dir = "{IDX_PLACES[0]}"
-subsample = 400
-validation_fraction = 0.25
+subsample = 300
+validation_fraction = 0.002
 [search]
 space = "cnn"
 trials = 3
@@ -327,7 +327,7 @@ def test_small_fashion_mnist_cnn_search(search_cases: Prepared, fashion_dir: Pat
     assert all(r.data.params["conv_blocks"] in {"1", "2", "3"} for r in runs)
     assert {"train", "validation"} == {i.tags[0].value for i in runs[0].inputs.dataset_inputs}
     profiles = {i.tags[0].value: json.loads(i.dataset.profile) for i in runs[0].inputs.dataset_inputs}
-    assert profiles["train"]["features_shape"][0] == 300 and profiles["validation"]["features_shape"][0] == 100
+    assert profiles["train"]["features_shape"][0] == 300 and profiles["validation"]["features_shape"][0] == 120
 
 
 def test_a_relational_storage_holds_the_study_when_named(search_cases: Prepared) -> None:

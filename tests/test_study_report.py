@@ -54,6 +54,8 @@ def test_the_report_run_records_the_study_after_each_search(searched: Path, clie
     [run] = _runs(client, FIRST, "study")
     history = client.get_metric_history(run.info.run_id, "trials_complete")
     assert [m.step for m in history] == [6, 8, 8]  # one point per report, at the study's trial count
+    busy = client.get_metric_history(run.info.run_id, "cores_busy")  # each search's share, from /proc/stat
+    assert [m.step for m in busy] == [6, 8, 8] and all(0 < m.value <= 1 for m in busy)
     finished = [t for t in study.trials if t.state is TrialState.COMPLETE]
     assert history[-1].value == len(finished)
     assert run.data.metrics["best_val_loss"] == pytest.approx(study.best_value)

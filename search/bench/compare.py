@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.bench.strategies import STRATEGIES, RunResult, check_strategies
+from search.bench.strategies import DEFAULT_STRATEGIES, PAIR, RunResult, check_strategies
 from search.config import Objective, Space, load_objective, load_space
 from search.errors import SetupError
 from search.paths import check_output_folder
@@ -25,9 +25,10 @@ class BenchRequest:
     objective: str = "fashion-mnist-quick"
     space: str | None = None
     seeds: int = 3
+    pair_seeds: int | None = None  # seeds of atelier and kt-hyperband, the pair the target compares (None: seeds)
     budget_epochs: int = 60
     target_accuracy: float | None = None
-    strategies: Sequence[str] = STRATEGIES
+    strategies: Sequence[str] = DEFAULT_STRATEGIES
     memory_trials: Sequence[int] = (5, 30, 100)  # none: no memory figures
     data_dir: Path | None = None
     output: Path | None = None  # default: bench-out/OBJECTIVE-SPACE
@@ -68,6 +69,11 @@ def check_request(request: BenchRequest) -> _Checked:
         raise SetupError(f"--budget-epochs {request.budget_epochs} leaves nothing to train; give at least 1")
     if request.seeds < 1:
         raise SetupError(f"--seeds {request.seeds} runs nothing; give at least 1")
+    if request.pair_seeds is not None and request.pair_seeds < request.seeds:
+        raise SetupError(
+            f"--pair-seeds {request.pair_seeds} is below --seeds {request.seeds}; give at least as many, "
+            "or leave it out"
+        )
     if request.target_accuracy is not None and not 0 < request.target_accuracy <= 1:
         raise SetupError(f"--target-accuracy {request.target_accuracy} is not an accuracy; give a share in (0, 1]")
     if any(count < 1 for count in request.memory_trials):
@@ -97,21 +103,17 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
     from search.tracking import Tracker
 
     data = load_search_data(objective, request.data_dir)
+    seeds = {
+        strategy: request.pair_seeds if strategy in PAIR and request.pair_seeds else request.seeds
+        for strategy in checked.strategies
+    }
     say(
         f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
         f"{space.name}, {request.budget_epochs} epochs per strategy and seed (trials of at most "
-        f"{objective.max_epochs}), {request.seeds} seed{'s' * (request.seeds > 1)}"
+        f"{objective.max_epochs}), seeds: {', '.join(f'{s} {n}' for s, n in seeds.items())}"
     )
     started = time.perf_counter()
-    results = run_bench(
-        objective,
-        space,
-        data,
-        checked.strategies,
-        request.seeds,
-        request.budget_epochs,
-        lambda result: say(_job_line(result)),
-    )
+    results = run_bench(objective, space, data, seeds, request.budget_epochs, lambda result: say(_job_line(result)))
     memory = (
         measure_memory(objective, space, request.data_dir, request.memory_trials) if request.memory_trials else None
     )
@@ -120,6 +122,7 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
         "objective": objective.name,
         "space": space.name,
         "seeds": request.seeds,
+        "pair_seeds": request.pair_seeds or request.seeds,
         "budget_epochs": request.budget_epochs,
         "max_epochs": objective.max_epochs,
         "strategies": " ".join(checked.strategies),

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from search.bench.strategies import REFERENCE, RunResult  # noqa: E402
 
 OUTCOMES = ("finished", "pruned", "cut", "skipped", "failed")
+RESAMPLES = 10_000  # bootstrap resamples of the seeds for each interval
 SUMMARY_CSV, RUNS_CSV, CURVES_CSV, MEMORY_CSV, CURVES_PNG = (
     "bench.csv",
     "bench_runs.csv",
@@ -52,6 +53,23 @@ def epochs_to_reach(result: RunResult, accuracy: float) -> float:
     return float(reached[0] + 1) if reached.size else math.inf
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A bootstrap interval of the median: seeds resampled with replacement, percentiles of the medians.
+
+    Quantiles are taken without interpolation, so a run that never reached a mark (inf) keeps the bound inf.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return math.nan, math.nan
+    draws = np.random.default_rng(0).choice(values, size=(RESAMPLES, values.size), replace=True)
+    medians = np.median(draws, axis=1)  # inf where the middle of a resample is: never nan for values >= 0
+    tail = (1 - level) / 2
+    return (
+        float(np.quantile(medians, tail, method="inverted_cdf")),
+        float(np.quantile(medians, 1 - tail, method="inverted_cdf")),
+    )
+
+
 def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFrame:
     """One row per (strategy, seed): best accuracy, epochs to the reference's best and to `target`, trials, time.
 
@@ -59,6 +77,7 @@ def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFra
     accuracy that KerasTuner's Hyperband found with the same seed (for Hyperband itself, its own best).
     """
     reference = {r.seed: float(np.nanmax(r.val_accuracy)) for r in results if r.strategy == REFERENCE and r.epochs}
+    reference_epochs = {r.seed: epochs_to_reach(r, reference[r.seed]) for r in results if r.strategy == REFERENCE}
     rows = []
     for result in results:
         row: dict[str, object] = {
@@ -68,6 +87,7 @@ def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFra
         }
         if result.seed in reference:
             row["epochs_to_kt_hb_best"] = epochs_to_reach(result, reference[result.seed])
+            row["kt_hb_epoch_ratio"] = row["epochs_to_kt_hb_best"] / reference_epochs[result.seed]
         if target is not None:
             row["epochs_to_target"] = epochs_to_reach(result, target)
         row |= {"epochs": result.epochs, "trials": result.trials}
@@ -76,31 +96,42 @@ def runs_table(results: Sequence[RunResult], target: float | None) -> pd.DataFra
             "wall_s": result.wall_seconds,
             "fit_s": result.fit_seconds,
             "outside_fit_s_per_trial": (result.wall_seconds - result.fit_seconds) / max(result.trials, 1),
+            "cores_busy": result.cores_busy,
         }
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per strategy, in the order run: medians over seeds, the best accuracy's range, targets reached."""
+    """One row per strategy, in the order run: medians over seeds with bootstrap 95% intervals (`_lo`, `_hi`),
+    the best accuracy's range, targets reached."""
     rows = []
     for strategy, group in runs.groupby("strategy", sort=False):
+        low, high = median_interval(group["best_val_acc"])
         row: dict[str, object] = {
             "strategy": strategy,
             "seeds": len(group),
             "best_val_acc": group["best_val_acc"].median(),
+            "best_val_acc_lo": low,
+            "best_val_acc_hi": high,
             "best_min": group["best_val_acc"].min(),
             "best_max": group["best_val_acc"].max(),
         }
+        if "kt_hb_epoch_ratio" in group:
+            row["kt_hb_epoch_ratio"] = float(np.median(group["kt_hb_epoch_ratio"]))
+            row["kt_hb_epoch_ratio_lo"], row["kt_hb_epoch_ratio_hi"] = median_interval(group["kt_hb_epoch_ratio"])
         for column, reached in (("epochs_to_kt_hb_best", "reached_kt_hb_best"), ("epochs_to_target", "reached_target")):
             if column in group:
                 row[column] = float(np.median(group[column]))
                 row[reached] = f"{int(np.isfinite(group[column]).sum())}/{len(group)}"
-        for column in ("epochs", "trials", *OUTCOMES, "wall_s", "outside_fit_s_per_trial"):
+        for column in ("epochs", "trials", *OUTCOMES, "wall_s", "outside_fit_s_per_trial", "cores_busy"):
             row[column] = group[column].median()
         rows.append(row)
+    rounded = ("best_val_acc", "best_val_acc_lo", "best_val_acc_hi", "best_min", "best_max")
+    ratios = ("kt_hb_epoch_ratio", "kt_hb_epoch_ratio_lo", "kt_hb_epoch_ratio_hi")
     return pd.DataFrame(rows).round(
-        {"best_val_acc": 4, "best_min": 4, "best_max": 4, "wall_s": 1, "outside_fit_s_per_trial": 3}
+        {**dict.fromkeys(rounded, 4), **dict.fromkeys(ratios, 3), "wall_s": 1, "outside_fit_s_per_trial": 3}
+        | {"cores_busy": 3}
     )
 
 
@@ -127,12 +158,13 @@ def verdict(runs: pd.DataFrame) -> str | None:
     paired = runs.pivot(index="seed", columns="strategy", values="epochs_to_kt_hb_best")[["atelier", REFERENCE]]
     ratios = paired["atelier"] / paired[REFERENCE]
     ratio = float(np.median(ratios))
+    low, high = median_interval(ratios)
     reached = int(np.isfinite(paired["atelier"]).sum())
     return (
         f"atelier reached KerasTuner Hyperband's best val_accuracy in {reached} of {len(paired)} seeds; "
         f"median {np.median(paired['atelier']):g} epochs against Hyperband's {np.median(paired[REFERENCE]):g}; "
-        f"ratio per seed {', '.join(f'{r:.2f}' for r in ratios)}, median {ratio:.2f} "
-        f"(the product target is at most 0.33: {'met' if ratio <= 1 / 3 else 'not met'})"
+        f"ratio per seed {', '.join(f'{r:.2f}' for r in ratios)}, median {ratio:.2f} (95% interval {low:.2f} to "
+        f"{high:.2f}; the product target is at most 0.33: {'met' if ratio <= 1 / 3 else 'not met'})"
     )
 
 

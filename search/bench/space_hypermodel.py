@@ -37,7 +37,10 @@ class HpTrial:
     def suggest_float(
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
     ) -> float:
-        return self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear")
+        # KerasTuner counts a stepped range's values as floor((high - low) / step) + 1, which loses `high`
+        # when the division falls just short (0.5 / 0.05 = 9.999...): half a step more keeps it, as in Optuna.
+        top = high if step is None else high + step / 2
+        return self.hp.Float(name, low, top, step=step, sampling="log" if log else "linear")
 
     def suggest_categorical(self, name: str, choices: Sequence[Scalar]) -> Scalar:
         return self.hp.Choice(name, list(choices))

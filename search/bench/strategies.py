@@ -8,8 +8,9 @@ plan. Each (strategy, seed) runs in a fresh process forked from a server that ha
 libraries, so no run inherits another's Keras state or memory.
 
 Strategies:
-- `atelier`: atelier's default, TPE (`make_sampler`) with Hyperband pruning on the objective's
-  metric (`make_pruner`), each trial run by `search.candidate.run_candidate`, as `atelier run` runs it;
+- `atelier`: atelier's default, TPE (`make_sampler`) with asynchronous successive halving on the
+  objective's metric (`make_pruner`), each trial run by `search.candidate.run_candidate`, as `atelier run`
+  runs it; `atelier-hyperband` the same with Optuna's Hyperband pruner (the default before);
 - `optuna-tpe`, `optuna-random`: the same without pruning, each trial trained to `max_epochs`;
 - `kt-hyperband`, `kt-bayesian`: KerasTuner's `Hyperband` (max_epochs = the objective's, factor 3,
   iterations until the budget is spent) and `BayesianOptimization` (its defaults), searching the
@@ -46,13 +47,21 @@ from search.algorithms import make_pruner, make_sampler
 from search.bench.space_hypermodel import SpaceHyperModel
 from search.candidate import TrialOutcome, run_candidate, space_build
 from search.config import Objective, Space
+from search.cores import CoreMeter
 from search.data import SearchData
 from search.errors import SetupError
 from search.space import sample
 
-STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian")
-OPTUNA = {"atelier": ("tpe", "hyperband"), "optuna-tpe": ("tpe", "none"), "optuna-random": ("random", "none")}
+STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian", "atelier-hyperband")
+DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband is atelier's former default, asked for by name
+OPTUNA = {
+    "atelier": ("tpe", "halving"),
+    "atelier-hyperband": ("tpe", "hyperband"),
+    "optuna-tpe": ("tpe", "none"),
+    "optuna-random": ("random", "none"),
+}
 REFERENCE = "kt-hyperband"  # the peer whose best accuracy atelier's default must reach in a third of its epochs
+PAIR = ("atelier", REFERENCE)  # the strategies the product target compares: `--pair-seeds` gives them more seeds
 ACCURACY = "val_accuracy"
 
 
@@ -125,6 +134,7 @@ class RunResult:
     outcomes: Mapping[str, int]
     wall_seconds: float
     fit_seconds: float
+    cores_busy: float | None = None  # the share of the cores' time spent working while the job ran
 
     @property
     def epochs(self) -> int:
@@ -139,12 +149,12 @@ def run_bench(
     objective: Objective,
     space: Space,
     data: SearchData,
-    strategies: Sequence[str],
-    seeds: int,
+    seeds: Mapping[str, int],
     budget: int,
     on_result: Callable[[RunResult], None],
 ) -> list[RunResult]:
-    """Every strategy once per seed (seeds `objective.seed` onwards), one job at a time, each in a fresh process.
+    """Each strategy once per seed, `seeds[strategy]` seeds from `objective.seed` on, one job at a time, each
+    in a fresh process.
 
     Jobs alternate strategies within a seed, so a change in the machine's load falls on all of them.
     """
@@ -152,8 +162,9 @@ def run_bench(
     context.set_forkserver_preload(["search.bench.strategies"])
     results = []
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
-        for seed in range(objective.seed, objective.seed + seeds):
-            for strategy in strategies:
+        for offset in range(max(seeds.values(), default=0)):
+            for strategy in [name for name, count in seeds.items() if offset < count]:
+                seed = objective.seed + offset
                 result = pool.submit(run_job, Job(strategy, seed, budget, objective, space, data)).result()
                 on_result(result)
                 results.append(result)
@@ -167,6 +178,7 @@ def run_job(job: Job) -> RunResult:
     gc.collect()
     gc.freeze()  # the libraries and the data live as long as this process: keep them out of every collection
     ledger = Ledger(job.budget)
+    meter = CoreMeter()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as folder:
         if job.strategy in OPTUNA:
@@ -174,7 +186,13 @@ def run_job(job: Job) -> RunResult:
         else:
             outcomes, fit_seconds = _kerastuner_search(job, ledger, Path(folder))
     return RunResult(
-        job.strategy, job.seed, tuple(ledger.val_accuracy), dict(outcomes), time.perf_counter() - started, fit_seconds
+        job.strategy,
+        job.seed,
+        tuple(ledger.val_accuracy),
+        dict(outcomes),
+        time.perf_counter() - started,
+        fit_seconds,
+        meter.busy_share(),
     )
 
 

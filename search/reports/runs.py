@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,16 @@ def run_address(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
 
 def publish_study_report(
-    study: optuna.Study, tracker: Tracker, experiment_id: str, keep_in: Path | None = None
+    study: optuna.Study,
+    tracker: Tracker,
+    experiment_id: str,
+    keep_in: Path | None = None,
+    figures: Mapping[str, float] | None = None,
 ) -> tuple[str, StudyReport]:
     """Write the study's report and log it to the study's report run (made on first use); return the run's id.
 
-    The files are written to `keep_in` when given, else to a temporary folder.
+    The files are written to `keep_in` when given, else to a temporary folder. `figures` are metrics of
+    the search that just ran (the share of time the cores were busy), logged beside the study's.
     """
     client = tracker.client
     run_id = tracker.study_run(experiment_id, study.study_name)
@@ -60,6 +66,7 @@ def publish_study_report(
     now, step = int(time.time() * 1000), len(study.trials)
     metrics = [Metric(f"trials_{state}", count, now, step) for state, count in report.counts.items()]
     metrics += [Metric(f"importance_{name}", share, now, step) for name, share in report.importances.items()]
+    metrics += [Metric(name, value, now, step) for name, value in (figures or {}).items()]
     data_run = client.get_experiment(experiment_id).tags.get(DATA_REPORT_TAG)
     data_link = run_path(client.get_run(data_run).info.experiment_id, data_run) if data_run else None
     tags = [RunTag("mlflow.note.content", _description(study, report, experiment_id, data_link))]

@@ -1,0 +1,22 @@
+"""The server that search workers fork from: started once per process, as early as the caller likes.
+
+It imports `search.study` (TensorFlow, Keras, Optuna, MLflow) once, never running TensorFlow, so a
+new worker costs a fork rather than fresh imports. This module imports nothing heavy itself, so
+`atelier run` can start the server first and load its data while the server imports on the other core.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+from multiprocessing.context import BaseContext
+
+PRELOAD = ["search.study"]
+
+
+def start_worker_server() -> BaseContext:
+    """Start the fork server if it is not running yet; the context whose processes fork from it."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    multiprocessing.forkserver.ensure_running()
+    return context
