@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from search.backend import keras
 from search.schema import PARAMETERS, Scalar
 
+MAX_DROPOUT = 0.9  # a block's dropout, however much it grows per block
+
 
 class UnbuildableModel(ValueError):
     """The parameters describe a network that cannot exist for this input."""
@@ -36,9 +38,13 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
                 x = keras.layers.BatchNormalization(momentum=momentum, name=f"conv{block}_{layer}_bn")(x)
             x = keras.layers.Activation("relu", name=f"conv{block}_{layer}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{block}")(x)
-        if p["conv_dropout"]:
-            x = keras.layers.Dropout(float(p["conv_dropout"]), name=f"pool{block}_dropout")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+        rate = min(MAX_DROPOUT, float(p["conv_dropout"]) + block * float(p["conv_dropout_growth"]))
+        if rate:
+            x = keras.layers.Dropout(rate, name=f"pool{block}_dropout")(x)
+    if p["conv_blocks"] and p["head"] == "average":
+        x = keras.layers.GlobalAveragePooling2D(name="average")(x)
+    else:
+        x = keras.layers.Flatten(name="flatten")(x)
     for layer in range(int(p["dense_layers"])):
         x = keras.layers.Dense(
             int(_each(p, "dense_units", layer)),
@@ -53,12 +59,31 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
             x = keras.layers.Dropout(float(p["dense_dropout"]), name=f"dense{layer}_dropout")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer, name="classes")(x)
     model = keras.Model(inputs, outputs, name="atelier")
+    smoothing = float(p["label_smoothing"])
     model.compile(
-        optimizer=make_optimizer(str(p["optimizer"]), float(p["learning_rate"])),
-        loss="sparse_categorical_crossentropy",
+        optimizer=make_optimizer(str(p["optimizer"]), float(p["learning_rate"]), float(p["weight_decay"])),
+        loss=SmoothedSparseCrossentropy(smoothing) if smoothing else "sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model
+
+
+@keras.saving.register_keras_serializable(package="atelier")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy against integer labels smoothed: each label keeps 1 - smoothing, and smoothing is spread
+    evenly over all classes (Keras's label smoothing, which wants one-hot labels)."""
+
+    def __init__(self, smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs: object) -> None:
+        super().__init__(name=name, **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):  # tensors
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict[str, object]:
+        return super().get_config() | {"smoothing": self.smoothing}
 
 
 def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) -> None:
@@ -105,10 +130,10 @@ def _augmentation(p: Mapping[str, Scalar]) -> keras.Sequential:
     return keras.Sequential(layers, name="augment")
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """One of the schema's optimizers (SGD with Nesterov momentum 0.9)."""
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.004) -> keras.optimizers.Optimizer:
+    """One of the schema's optimizers (SGD with Nesterov momentum 0.9; `weight_decay` is AdamW's alone)."""
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}[name](
-        learning_rate
-    )
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[name](learning_rate)

@@ -44,7 +44,7 @@ from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
 from search.tracking import MODEL_FILE, promotion_run_name
-from search.train import CosineDecay
+from search.train import schedule_callbacks
 
 PROMOTION_KIND = "promotion"
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -230,9 +230,7 @@ def _candidate(
         model.optimizer.build(model.trainable_variables)  # saved with its slots, it reloads without a warning
         say(f"trial {trial.number}: best-epoch weights (epoch {source.best_epoch}) from its run")
         return model
-    callbacks = []
-    if params.get("lr_schedule") == "cosine":  # the same schedule over the search's epoch budget
-        callbacks.append(CosineDecay(float(params["learning_rate"]), int(trial.user_attrs["epochs"])))
+    callbacks = schedule_callbacks(params, int(trial.user_attrs["epochs"]))  # the search's schedule and budget
     model.fit(
         training.x,
         fit_labels(model, training.y, data.n_classes),

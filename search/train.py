@@ -86,15 +86,31 @@ class _Watch(keras.callbacks.Callback):
                 raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
 
 
-class CosineDecay(keras.callbacks.Callback):
-    """Cosine decay of the learning rate over the trial's epoch budget, set at each epoch's start."""
+class EpochSchedule(keras.callbacks.Callback):
+    """The learning rate of each epoch, set at its start: `warmup` epochs rising linearly to `initial`, then
+    `initial` held or decayed to zero along a cosine over the rest of the trial's epoch budget."""
 
-    def __init__(self, initial: float, epochs: int) -> None:
+    def __init__(self, initial: float, epochs: int, warmup: int = 0, cosine: bool = False) -> None:
         super().__init__()
-        self.initial, self.epochs = initial, epochs
+        self.initial, self.epochs, self.warmup, self.cosine = initial, epochs, min(warmup, epochs - 1), cosine
+
+    def rate(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return self.initial * (epoch + 1) / (self.warmup + 1)
+        if not self.cosine:
+            return self.initial
+        return self.initial * 0.5 * (1 + math.cos(math.pi * (epoch - self.warmup) / (self.epochs - self.warmup)))
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        self.model.optimizer.learning_rate = self.initial * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        self.model.optimizer.learning_rate = self.rate(epoch)
+
+
+def schedule_callbacks(params: Mapping[str, Scalar], epochs: int) -> list[keras.callbacks.Callback]:
+    """The learning-rate schedule the parameters ask for, over `epochs`; none for a constant rate."""
+    cosine, warmup = params.get("lr_schedule") == "cosine", int(params.get("warmup_epochs", 0))
+    if not (cosine or warmup):
+        return []
+    return [EpochSchedule(float(params["learning_rate"]), epochs, warmup, cosine)]
 
 
 def fit(
@@ -118,9 +134,7 @@ def fit(
     epoch's weights; a non-finite metric stops it as diverged.
     """
     watch = _Watch(monitor, direction, trial, on_epoch)
-    schedule = (
-        [CosineDecay(float(params["learning_rate"]), max_epochs)] if params.get("lr_schedule") == "cosine" else []
-    )
+    schedule = schedule_callbacks(params, max_epochs)
     outcome, reason = FitOutcome.COMPLETED, ""
     started = time.perf_counter()
     try:

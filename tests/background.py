@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,9 +119,11 @@ def main() -> None:
     import multiprocessing
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(["search.study", "search.bench.strategies"])
+    started = time.monotonic()
     for job in sys.argv[1:]:
         name, function, folder = job.split("=", 2)
         module, _, attribute = function.partition(":")
+        began = time.monotonic()
         try:
             printed = getattr(importlib.import_module(module), attribute)(Path(folder))
             (Path(folder) / PRINTED).write_text(json.dumps(printed))
@@ -129,6 +132,8 @@ def main() -> None:
             (Path(folder) / ERROR).write_text(traceback.format_exc())
             status = 1
         print(name, status, flush=True)
+        ended = time.monotonic() - started
+        print(f"{name}: {time.monotonic() - began:.1f} s, done {ended:.1f} s after the start", file=sys.stderr)
 
 
 if __name__ == "__main__":  # the forkserver re-imports the main module: only the script runs this

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from search.config import (
+    REPO_ROOT,
     Choice,
     Fixed,
     Objective,
@@ -59,9 +60,11 @@ def test_shipped_dense_space() -> None:
 
 
 def test_shipped_cnn_space() -> None:
-    """`cnn` searches every parameter but the optimizer, its schedule, dense batch norm and batch norm's momentum."""
+    """`cnn` searches every parameter but the optimizer and its settings, the schedule, dense batch norm, batch
+    norm's momentum, and what long trainings use (growing dropout, an averaging head, label smoothing)."""
     space = load_space("cnn")
-    unsearched = {"optimizer", "lr_schedule", "dense_batch_norm", "batch_norm_momentum"}
+    unsearched = {"optimizer", "weight_decay", "lr_schedule", "warmup_epochs", "dense_batch_norm"}
+    unsearched |= {"batch_norm_momentum", "conv_dropout_growth", "head", "label_smoothing"}
     assert set(PARAMETERS) - set(space.params) == unsearched
     assert space.params["conv_blocks"] == Range(1, 3)
     assert space.params["conv_filters"] == Choice((16, 32, 48, 64))
@@ -72,7 +75,7 @@ def test_shipped_cnn_space() -> None:
 
 
 def test_shipped_objectives() -> None:
-    """Both shipped objectives load, name a shipped space and monitor the validation loss."""
+    """The shipped objectives load, name a shipped space, monitor the validation loss and prune by halving."""
     fashion = load_objective("fashion-mnist")
     assert (fashion.data.source, fashion.data.validation_fraction) == ("idx", 0.1)
     assert len(fashion.data.class_names) == 10 and fashion.data.class_names[0] == "T-shirt/top"
@@ -80,7 +83,9 @@ def test_shipped_objectives() -> None:
     digits = load_objective("digits")
     assert (digits.data.source, digits.data.validation_fraction) == ("digits", 0.2)
     assert (digits.space, digits.trials, digits.max_params) == ("dense", 10, 500_000)
-    for objective in (fashion, digits):
+    shipped = [load_objective(path.stem) for path in sorted((REPO_ROOT / "objectives").glob("*.toml"))]
+    assert {objective.name for objective in shipped} >= {"fashion-mnist", "fashion-mnist-quick", "fashion-mnist-bench"}
+    for objective in shipped:
         assert (objective.metric, objective.direction) == ("val_loss", "minimize")
         assert (objective.sampler, objective.pruner) == ("tpe", "halving")
         assert load_space(objective.space).name == objective.space

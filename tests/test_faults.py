@@ -24,8 +24,8 @@ from stores import journal_study, local_client
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses, killed; an `mlflow server`
 
-# Small slow trials: batch 8, 12 epochs and no pruning, so a trial stays mid-fit for seconds after its
-# first epoch is seen (about 0.7 s an epoch here, 7 s for the other eleven) and a signal sent then lands
+# Small slow trials: batch 8, 7 epochs and no pruning, so a trial stays mid-fit for seconds after its
+# first epoch is seen (about 0.7 s an epoch here, 4 s for the other six) and a signal sent then lands
 # inside model.fit.
 SLOW_SPACE = """
 [params]
@@ -34,7 +34,7 @@ dense_units = {choices = [32, 64]}
 batch_size = 8
 learning_rate = {low = 1e-3, high = 3e-3, log = true}
 """
-EPOCHS = 12
+EPOCHS = 7
 
 
 def _args(*args: str) -> list[str]:

@@ -225,3 +225,52 @@ def test_compiled_for_sparse_labels_and_reports_epoch_metrics() -> None:
     assert set(EPOCH_METRICS) <= set(history.history)
     assert all(len(history.history[name]) == 1 and np.isfinite(history.history[name][0]) for name in EPOCH_METRICS)
     assert 0.0 <= history.history["val_accuracy"][0] <= 1.0
+
+
+def test_average_head_pools_each_map_to_one_value() -> None:
+    """head = average puts global average pooling where flatten was: the dense layer sees one value per filter."""
+    flat = build_model(small_cnn(), (8, 8, 1), 3)
+    averaged = build_model(small_cnn(head="average"), (8, 8, 1), 3)
+    assert layers_of(flat, keras.layers.Flatten) and not layers_of(flat, keras.layers.GlobalAveragePooling2D)
+    assert not layers_of(averaged, keras.layers.Flatten)
+    assert averaged.get_layer("dense0").input.shape[-1] == 8  # the last block's filters, 2x2 maps averaged
+    assert flat.get_layer("dense0").input.shape[-1] == 2 * 2 * 8
+    dense_only = build_model({"conv_blocks": 0, "head": "average"}, (8, 8, 1), 3)  # no maps: flattened pixels
+    assert dense_only.get_layer("flatten").output.shape[-1] == 64
+
+
+def test_block_dropout_grows_by_block_up_to_its_cap() -> None:
+    model = build_model(
+        small_cnn(conv_blocks=3, conv_filters_2=8, conv_dropout=0.2, conv_dropout_growth=0.1), (8, 8, 1), 3
+    )
+    assert [layer.rate for layer in layers_of(model, keras.layers.Dropout)] == pytest.approx([0.2, 0.3, 0.4])
+    capped = build_model(small_cnn(conv_dropout=0.8, conv_dropout_growth=0.5), (8, 8, 1), 3)
+    assert [layer.rate for layer in layers_of(capped, keras.layers.Dropout)] == pytest.approx([0.8, 0.9])
+
+
+def test_label_smoothing_spreads_each_label_over_every_class() -> None:
+    """The compiled loss against an independent computation: -sum q log p with q = (1 - s) one-hot + s / classes."""
+    model = build_model({"dense_layers": 0, "label_smoothing": 0.1}, (8, 8, 1), 3)
+    labels = np.arange(16) % 3
+    probabilities = np.asarray(model.predict(PIXELS, verbose=0), dtype=np.float64)
+    smoothed = 0.9 * np.eye(3)[labels] + 0.1 / 3
+    expected = float(np.mean(-np.sum(smoothed * np.log(probabilities), axis=1)))
+    assert model.evaluate(PIXELS, labels, verbose=0)[0] == pytest.approx(expected, rel=1e-4)
+    plain = build_model({"dense_layers": 0}, (8, 8, 1), 3)
+    assert plain.loss == "sparse_categorical_crossentropy"
+
+
+def test_a_model_with_smoothed_labels_saves_and_reloads(tmp_path: Path) -> None:
+    model = build_model({"dense_layers": 0, "label_smoothing": 0.1}, (8, 8, 1), 3)
+    model.optimizer.build(model.trainable_variables)  # saved with its slots, as a trained model is
+    model.save(tmp_path / "smoothed.keras")
+    for compile_ in (False, True):
+        reloaded = keras.saving.load_model(tmp_path / "smoothed.keras", compile=compile_)
+        assert np.allclose(reloaded.predict(PIXELS, verbose=0), model.predict(PIXELS, verbose=0))
+
+
+def test_adamw_takes_its_weight_decay() -> None:
+    model = build_model({"dense_layers": 0, "optimizer": "adamw", "weight_decay": 5e-4}, (8, 8, 1), 3)
+    assert model.optimizer.weight_decay == pytest.approx(5e-4)
+    default = build_model({"dense_layers": 0, "optimizer": "adamw"}, (8, 8, 1), 3)
+    assert default.optimizer.weight_decay == pytest.approx(keras.optimizers.AdamW().weight_decay)

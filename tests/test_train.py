@@ -29,6 +29,16 @@ def test_cosine_schedule_sets_each_epochs_rate(digits: SearchData) -> None:
     assert rates == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_warm_up_rises_to_the_rate_then_the_schedule_runs_over_the_rest(digits: SearchData, schedule: str) -> None:
+    params = PARAMS | {"lr_schedule": schedule, "warmup_epochs": 2}
+    model = build_model(params, digits.input_shape, digits.n_classes)
+    result = fit(model, digits, params, max_epochs=5, monitor="val_loss", direction="minimize")
+    rates = [epoch["learning_rate"] for epoch in result.history]
+    after = [0.01 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)] if schedule == "cosine" else [0.01] * 3
+    assert rates == pytest.approx([0.01 / 3, 0.02 / 3, *after], rel=1e-5)
+
+
 def test_model_ends_with_its_best_epochs_weights(digits: SearchData) -> None:
     model = build_model(PARAMS, digits.input_shape, digits.n_classes)
     result = fit(model, digits, PARAMS, max_epochs=5, monitor="val_accuracy", direction="maximize")
