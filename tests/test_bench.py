@@ -19,6 +19,7 @@ from search.bench.report import median_interval
 from search.bench.space_hypermodel import HpTrial
 from search.bench.strategies import DEFAULT_STRATEGIES as STRATEGIES
 from search.config import Choice, Range, load_space
+from search.schema import PARAMETERS
 from search.space import sample
 
 BUDGET = 5
@@ -194,7 +195,7 @@ def test_kerastuner_hyperparameters_carry_the_space(space_name: str) -> None:
     params = sample(HpTrial(hp), space)
     registered = {h.name: h for h in hp.space}
     for name, value in params.items():
-        distribution = space.params.get(name if name in space.params else name.rsplit("_", 1)[0])
+        distribution = space.params.get(name if name in PARAMETERS else name.rsplit("_", 1)[0])  # per block: base
         if isinstance(distribution, Range):
             offered = registered[name]
             assert offered.sampling == ("log" if distribution.log else "linear")

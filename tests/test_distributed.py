@@ -15,6 +15,7 @@ from background import Background, Prepared
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 from servers import mlflow_server, postgres_server
+from sqlalchemy.exc import SQLAlchemyError
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses on PostgreSQL and an `mlflow server`
 TARGET = 6
@@ -158,6 +159,6 @@ def test_a_database_restart_mid_search_is_ridden_out(workdir: Path, atelier) -> 
 def _has_finished_trial(storage: str) -> bool:
     try:
         study = optuna.load_study(study_name="restart", storage=storage)
-    except KeyError:
+    except (KeyError, SQLAlchemyError):  # not made yet, or its tables are being made by the search
         return False
     return any(t.state is TrialState.COMPLETE for t in study.get_trials(deepcopy=False))

@@ -86,11 +86,15 @@ def _wait_mid_fit(workdir: Path, process: subprocess.Popen | None, number: int, 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert process is None or process.poll() is None, process.communicate()
+        trials = {}
         if (workdir / "mlruns" / "optuna.journal").is_file():
-            trials = {t.number: t for t in _study(workdir).get_trials()}
-            trial = trials.get(number)
-            if trial is not None and trial.state is TrialState.RUNNING and trial.intermediate_values:
-                return trial
+            try:
+                trials = {t.number: t for t in _study(workdir).get_trials()}
+            except KeyError:  # the journal file is made a moment before the study is written into it
+                pass
+        trial = trials.get(number)
+        if trial is not None and trial.state is TrialState.RUNNING and trial.intermediate_values:
+            return trial
         time.sleep(0.1)
     pytest.fail(f"trial {number} never ran an epoch within {seconds} s")
 
