@@ -103,7 +103,7 @@ def test_no_command_shows_or_records_a_secret(
     atelier, secrets = Recorder(capfd), (postgres.password, TRACKING_SECRET)
     np.save(workdir / "x.npy", (load_digits().images[:5] * 16).clip(0, 255).astype(np.uint8))
     tracking = ("--tracking-uri", servers["tracking"])
-    for storage in (servers["storage"], servers["storage_query"]):
+    for storage in (servers["storage"], servers["storage_query"]):  # the second resumes the study, its target met
         store = ("--storage", storage, *tracking)
         status, output = atelier(
             "run",
