@@ -17,6 +17,7 @@ from background import Background, Prepared  # noqa: E402
 from browser import chromium, chromium_missing  # noqa: E402
 from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from servers import PostgresServer, postgres_missing, postgres_server  # noqa: E402
+from stores import digits_searches  # noqa: E402
 
 from search import cli  # noqa: E402
 from search.data import IDX_PLACES  # noqa: E402
@@ -34,7 +35,6 @@ BACKGROUND = {
     "parts_promotion": "test_promote:search_and_promote_with_a_loader",
     "hygiene": "test_promotion_hygiene:promote_twice_and_predict",
     "search_cases": "test_search:run_search_cases",
-    "digits_store": "stores:digits_searches",
 }
 
 
@@ -83,12 +83,14 @@ def atelier(capsys: pytest.CaptureFixture[str]):
 
 
 @pytest.fixture(scope="session")
-def digits_store(background: Background) -> Prepared:
-    """Real searches on the digits, shared by test_search and test_study_report, which only read them.
+def digits_store(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    """Real searches on the digits, shared by test_search, test_study_report and test_warm_start, which only
+    read them: the folder `stores.digits_searches` made, and what each search printed.
 
-    Made in the background by `stores.digits_searches`: its folder, and what each search printed.
+    Made here, not in the background: the background interpreter is the longer of the suite's two paths.
     """
-    return background.result("digits_store")
+    folder = tmp_path_factory.mktemp("digits_store")
+    return Prepared(folder, digits_searches(folder))
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,9 @@ def store(digits_store: Prepared, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def warm(store: Path) -> dict[str, dict[str, object]]:
-    """A warm-started study of 4 trials, then resumed to 5 with the same flag."""
-    ran = {"first": atelier_case(store, *SEARCH, "--study", "warm", "--trials", 4, "--warm-start", SOURCE)}
-    ran["resumed"] = atelier_case(store, *SEARCH, "--study", "warm", "--trials", 5, "--warm-start", SOURCE)
+    """A warm-started study of 3 trials (the 3 queued), then resumed to 4 with the same flag."""
+    ran = {"first": atelier_case(store, *SEARCH, "--study", "warm", "--trials", 3, "--warm-start", SOURCE)}
+    ran["resumed"] = atelier_case(store, *SEARCH, "--study", "warm", "--trials", 4, "--warm-start", SOURCE)
     return ran
 
 
@@ -54,7 +54,7 @@ def test_the_first_trials_are_the_earlier_studys_best(store: Path, warm: dict[st
 def test_a_resumed_study_is_not_queued_again(store: Path, warm: dict[str, dict[str, object]]) -> None:
     assert warm["resumed"]["status"] == 0, warm["resumed"]["err"]
     trials = journal_study(store, "warm").trials
-    assert len(trials) == 5 and len([t for t in trials if SOURCE_ATTR in t.user_attrs]) == len(_best_completed(store))
+    assert len(trials) == 4 and len([t for t in trials if SOURCE_ATTR in t.user_attrs]) == len(_best_completed(store))
     assert not [t for t in trials if t.state is TrialState.WAITING]
 
 
