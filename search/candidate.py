@@ -91,6 +91,7 @@ def train_built(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     epochs: int | None = None,
     initial_epoch: int = 0,
+    deadline: float | None = None,
 ) -> TrialOutcome:
     """Fit a checked model on `data` as the objective says, and judge how it ended."""
     n_params = model.count_params()
@@ -107,6 +108,7 @@ def train_built(
             callbacks=callbacks,
             epochs=epochs,
             initial_epoch=initial_epoch,
+            deadline=deadline,
         )
     except SetupError:
         raise
@@ -123,6 +125,7 @@ def run_candidate(
     trial: optuna.trial.BaseTrial | None = None,
     on_epoch: EpochHook | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    deadline: float | None = None,
 ) -> TrialOutcome:
     """Build, check and train one trial's model; a broken trial is an outcome, never an exception.
 
@@ -132,7 +135,9 @@ def run_candidate(
         model, params = build_checked(build, objective.max_params)
     except Rejected as rejected:
         return rejected.outcome
-    return train_built(model, params, objective, data, trial=trial, on_epoch=on_epoch, callbacks=callbacks)
+    return train_built(
+        model, params, objective, data, trial=trial, on_epoch=on_epoch, callbacks=callbacks, deadline=deadline
+    )
 
 
 def _judge(result: FitResult, metric: str, model: keras.Model, n_params: int) -> TrialOutcome:

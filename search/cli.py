@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trials", type=int, help="the study's target of completed and pruned trials")
     run.add_argument("--max-epochs", type=int, help="epochs a trial may train at most")
-    run.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    run.add_argument(
+        "--timeout", type=float, help="end the search after this many seconds (running trials stop after their epoch)"
+    )
     run.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
     run.add_argument("--seed", type=int, help="seed of the data split and the sampler")
     run.add_argument("--sampler", help="tpe, random, cmaes or gp")
@@ -141,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="refit on train+validation for the trial's best epoch count (default: only when "
         "the study searched on a subsample); --no-refit loads the trial's saved weights",
+    )
+    promote.add_argument(
+        "--refit-seconds",
+        type=float,
+        help="refit for as many epochs as fit in this time, the schedule stretched to them "
+        "(default: the objective's [promotion] refit_seconds, else the trial's best epoch count)",
     )
     promote.add_argument("--model-name", help="registered model name (default: the objective's name)")
     promote.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
@@ -356,7 +364,9 @@ def _promote(args: argparse.Namespace) -> int:
     from search.promote import promote
 
     started = time.perf_counter()
-    result = promote(store, args.study, args.trial, args.refit, args.model_name, args.data_dir, say=_say)
+    result = promote(
+        store, args.study, args.trial, args.refit, args.model_name, args.data_dir, args.refit_seconds, say=_say
+    )
     metrics = result.evaluation.metrics
     print(
         f"test: accuracy {metrics['accuracy']:.4f}  log loss {metrics['log_loss']:.4f}  "

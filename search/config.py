@@ -103,6 +103,7 @@ class Objective:
     max_params: int = 2_000_000
     warm_start: str | None = None  # an earlier study over the same space whose best trials run first
     margin: float = 0.0  # test accuracy a promoted model must add to the baseline's
+    refit_seconds: float | None = None  # promotion's refit trains as many epochs as fit in this time
 
     @property
     def direction(self) -> str:
@@ -206,12 +207,14 @@ def load_objective(name_or_path: str) -> Objective:
     values = {key: typed(where, f"search.{key}", search[key], fields[key]) for key in search}
     promotion = table.get("promotion", {})
     where.require(isinstance(promotion, dict), "promotion", "must be a table: [promotion]")
-    reject_unknown(where, "promotion", promotion, ("margin",))
+    reject_unknown(where, "promotion", promotion, ("margin", "refit_seconds"))
     if "margin" in promotion:
         values["margin"] = typed(where, "promotion.margin", promotion["margin"], float)
         where.require(
             0 <= values["margin"] < 1, "promotion.margin", "must be a share of test accuracy from 0 up to 1, e.g. 0.01"
         )
+    if "refit_seconds" in promotion:
+        values["refit_seconds"] = typed(where, "promotion.refit_seconds", promotion["refit_seconds"], float)
     objective = Objective(name=path.stem, path=path, data=data, **values)
     return check_objective(objective, where)
 
@@ -241,6 +244,11 @@ def check_objective(objective: Objective, where: Where | None = None) -> Objecti
     where.require(
         objective.timeout is None or 0 < objective.timeout < math.inf,
         "search.timeout",
+        "must be a positive number of seconds",
+    )
+    where.require(
+        objective.refit_seconds is None or 0 < objective.refit_seconds < math.inf,
+        "promotion.refit_seconds",
         "must be a positive number of seconds",
     )
     return objective

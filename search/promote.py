@@ -13,6 +13,7 @@ from search.backend import keras  # first: it imports TensorFlow without its sta
 
 import contextlib
 import io
+import math
 import os
 import tempfile
 import time
@@ -44,9 +45,10 @@ from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
 from search.tracking import MODEL_FILE, promotion_run_name
-from search.train import schedule_callbacks
+from search.train import TimedEpochs, schedule_callbacks
 
 PROMOTION_KIND = "promotion"
+REFIT_MAX_STRETCH = 4  # a timed refit trains at most this many times the search's epochs
 CANDIDATE, CHAMPION = "candidate", "champion"
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the output
@@ -129,19 +131,24 @@ def promote(
     refit: bool | None = None,
     model_name: str | None = None,
     data_dir: Path | None = None,
+    refit_seconds: float | None = None,
     say: Say = lambda line: None,
 ) -> Promotion:
     """Rebuild, train or reload, evaluate once on the test split, gate, and register the trial's model.
 
-    Every check that can fail on bad input runs before anything is written to the store or registry.
+    `refit_seconds` replaces the objective's `[promotion] refit_seconds`. Every check that can fail
+    on bad input runs before anything is written to the store or registry.
     """
     for name, flag in ((study_name, "--study"), (model_name, "--model-name")):
         if name is not None:
             check_name(name, flag)
+    if refit_seconds is not None and not 0 < refit_seconds < math.inf:
+        raise SetupError(f"--refit-seconds {refit_seconds} must be a positive number of seconds, e.g. 240")
     store.check_tracking_exists()
     source = find_source(store.existing_storage(), study_name, trial_number)
     objective = source.objective
     refit = objective.data.subsample != 1.0 if refit is None else refit
+    refit_seconds = objective.refit_seconds if refit_seconds is None else refit_seconds
     model_name = model_name or objective.name
     client = MlflowClient(store.tracking)
     experiment = client.get_experiment_by_name(source.study_name)
@@ -175,13 +182,13 @@ def promote(
         )
 
     started = time.perf_counter()
-    model = _candidate(source, data, training, refit, client, say)
+    model, epochs = _candidate(source, data, training, refit, refit_seconds, client, say)
     proba = model.predict(test.x, batch_size=PREDICT_BATCH, verbose=0)
     evaluation = evaluate(test.y, proba, data.class_names)
     say(f"evaluated once on {len(test)} test images")
     gates = (
         baseline_gate(
-            client, source.best_epoch, objective.seed, objective.margin, data, training, test, evaluation, say
+            client, epochs, objective.seed, objective.margin, data, training, test, evaluation, say
         ),
         champion_gate(champion, model_name, test, evaluation),
     )
@@ -191,6 +198,7 @@ def promote(
         experiment.experiment_id,
         source,
         refit,
+        epochs,
         model,
         model_name,
         training,
@@ -214,11 +222,21 @@ def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
 
 
 def _candidate(
-    source: Source, data: SearchData, training: Images, refit: bool, client: MlflowClient, say: Say
-) -> keras.Model:
-    """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights.
+    source: Source,
+    data: SearchData,
+    training: Images,
+    refit: bool,
+    refit_seconds: float | None,
+    client: MlflowClient,
+    say: Say,
+) -> tuple[keras.Model, int]:
+    """The trial's model rebuilt from its parameters alone, then refitted or given its saved best weights,
+    and the epochs it trained.
 
-    Seeded before the build, so that two promotions of a trial draw the same initial weights.
+    A refit trains for the trial's best epoch over the search's schedule; with `refit_seconds`, for as
+    many epochs as fit in that time (timed as it trains, at most `REFIT_MAX_STRETCH` times the
+    search's epochs), the schedule stretched to them. Seeded before the build, so that two
+    promotions of a trial draw the same initial weights.
     """
     keras.utils.set_random_seed(source.objective.seed)
     model, params = _rebuild(source, data)
@@ -229,18 +247,26 @@ def _candidate(
             model.set_weights(keras.models.load_model(path, compile=False).get_weights())
         model.optimizer.build(model.trainable_variables)  # saved with its slots, it reloads without a warning
         say(f"trial {trial.number}: best-epoch weights (epoch {source.best_epoch}) from its run")
-        return model
-    callbacks = schedule_callbacks(params, int(trial.user_attrs["epochs"]))  # the search's schedule and budget
-    model.fit(
+        return model, source.best_epoch
+    search_epochs = int(trial.user_attrs["epochs"])
+    if refit_seconds is None:
+        epochs, callbacks = source.best_epoch, schedule_callbacks(params, search_epochs)  # the search's schedule
+    else:
+        epochs = REFIT_MAX_STRETCH * search_epochs
+        callbacks = schedule_callbacks(params, epochs)
+        callbacks.append(TimedEpochs(refit_seconds, next(iter(callbacks), None)))
+    history = model.fit(
         training.x,
         fit_labels(model, training.y, data.n_classes),
         batch_size=int(params["batch_size"]),
-        epochs=source.best_epoch,
+        epochs=epochs,
         callbacks=callbacks,
         verbose=0,
     )
-    say(f"trial {trial.number}: refitted on {len(training)} train+validation images for {source.best_epoch} epochs")
-    return model
+    trained = len(history.epoch)
+    planned = "" if refit_seconds is None else f", as many as fit in {refit_seconds:.0f} s"
+    say(f"trial {trial.number}: refitted on {len(training)} train+validation images for {trained} epochs{planned}")
+    return model, trained
 
 
 def _rebuild(source: Source, data: SearchData) -> tuple[keras.Model, dict[str, Scalar]]:
@@ -256,6 +282,7 @@ def _register(
     experiment_id: str,
     source: Source,
     refit: bool,
+    epochs: int,
     model: keras.Model,
     model_name: str,
     training: Images,
@@ -284,7 +311,7 @@ def _register(
     } | gate_tags
     tags |= {key: value for g in gates for key, value in g.tags.items()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=promotion_run_name(trial.number), tags=tags) as run:
-        mlflow.log_params(trial.params | {"refit": refit, "epochs": source.best_epoch, "model_name": model_name})
+        mlflow.log_params(trial.params | {"refit": refit, "epochs": epochs, "model_name": model_name})
         metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
         metrics |= {f"gate_{g.name}_passed": float(g.passed) for g in gates}
         metrics |= {k: v for g in gates for k, v in g.figures.items()}

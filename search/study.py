@@ -115,6 +115,10 @@ def optimize(
 ) -> None:
     """Run trials in `workers` processes at once until the study holds its target or the timeout has passed.
 
+    The timeout is a deadline: no trial starts after it, and a trial still training stops at the end
+    of the epoch that crosses it (pruned, with that reason), so a search ends within its timeout
+    and one epoch.
+
     A worker process runs `trials_per_process` trials and is replaced: Keras leaks memory from
     trial to trial even after `clear_session()`, and a fresh process is the only reliable way to
     free it. Workers fork from a server process that has imported the libraries but never run
@@ -228,7 +232,7 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         for _ in range(limit):
             if not wanted(study, objective.trials) or _past(deadline):
                 break
-            send.send(("trial", _one_trial(study, ctx)))
+            send.send(("trial", _one_trial(study, ctx, deadline)))
     except SetupError as error:
         _last_word(send, ("error", str(error)))
     except KeyboardInterrupt:
@@ -254,13 +258,13 @@ class _TrialFailed(Exception):
     """A trial that failed for a reason of its own (recorded); the search goes on."""
 
 
-def _one_trial(study: optuna.Study, ctx: SearchContext) -> TrialReport:
+def _one_trial(study: optuna.Study, ctx: SearchContext, deadline: float | None) -> TrialReport:
     """One trial through `study.optimize`, which keeps its heartbeat where the storage has one."""
     reports = []
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
-        report = run_trial(trial, ctx)
+        report = run_trial(trial, ctx, deadline)
         reports.append(report)
         if report.state is TrialState.PRUNED:
             raise optuna.TrialPruned(report.reason)

@@ -51,11 +51,16 @@ class _Watch(keras.callbacks.Callback):
     """Each epoch: guard against non-finite metrics, hand the metrics on, keep the best weights, prune."""
 
     def __init__(
-        self, monitor: str, direction: str, trial: optuna.trial.BaseTrial | None, on_epoch: EpochHook | None
+        self,
+        monitor: str,
+        direction: str,
+        trial: optuna.trial.BaseTrial | None,
+        on_epoch: EpochHook | None,
+        deadline: float | None,
     ) -> None:
         super().__init__()
         self.monitor, self.sign = monitor, (1.0 if direction == "minimize" else -1.0)
-        self.trial, self.on_epoch = trial, on_epoch
+        self.trial, self.on_epoch, self.deadline = trial, on_epoch, deadline
         self.history: list[dict[str, float]] = []
         self.best_epoch, self.best_score = 0, math.inf
         self.best: dict[str, float] = {}
@@ -82,8 +87,12 @@ class _Watch(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
         if self.trial is not None:
             self.trial.report(metrics[self.monitor], step)
-            if step < self.params["epochs"] and self.trial.should_prune():  # a finished fit is complete
-                raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
+        if step == self.params["epochs"]:  # a finished fit is complete
+            return
+        if self.trial is not None and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise optuna.TrialPruned(f"stopped at the search's timeout after epoch {step} of {self.params['epochs']}")
 
 
 class EpochSchedule(keras.callbacks.Callback):
@@ -99,10 +108,44 @@ class EpochSchedule(keras.callbacks.Callback):
             return self.initial * (epoch + 1) / (self.warmup + 1)
         if not self.cosine:
             return self.initial
-        return self.initial * 0.5 * (1 + math.cos(math.pi * (epoch - self.warmup) / (self.epochs - self.warmup)))
+        span = max(1, self.epochs - self.warmup)  # a horizon re-planned shorter than the warm-up decays at once
+        return self.initial * 0.5 * (1 + math.cos(math.pi * min(1.0, (epoch - self.warmup) / span)))
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         self.model.optimizer.learning_rate = self.rate(epoch)
+
+
+class TimedEpochs(keras.callbacks.Callback):
+    """Train as many epochs as fit in `seconds` (at most the fit's `epochs`), re-planned after each epoch from
+    the epochs' measured time; a `schedule`'s horizon follows the plan, so its decay ends with the training.
+
+    The first epoch (which also traces the graph) plans alone; later plans use the later epochs' median.
+    """
+
+    def __init__(self, seconds: float, schedule: EpochSchedule | None = None) -> None:
+        super().__init__()
+        self.seconds, self.schedule = seconds, schedule
+        self.durations: list[float] = []
+        self.planned = 0
+
+    def on_train_begin(self, logs: Mapping[str, float] | None = None) -> None:
+        self.started = time.monotonic()
+        self.planned = int(self.params["epochs"])
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        now = time.monotonic()
+        self.durations.append(now - self.epoch_started)
+        done = epoch + 1
+        pace = self.durations[0] if done == 1 else float(np.median(self.durations[1:]))
+        left = self.seconds - (now - self.started)
+        self.planned = min(int(self.params["epochs"]), done + max(0, int(left // pace)))
+        if self.schedule is not None:
+            self.schedule.epochs = self.planned
+        if done >= self.planned:
+            self.model.stop_training = True
 
 
 def schedule_callbacks(params: Mapping[str, Scalar], epochs: int) -> list[keras.callbacks.Callback]:
@@ -126,14 +169,16 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     epochs: int | None = None,
     initial_epoch: int = 0,
+    deadline: float | None = None,
     verbose: int = 0,
 ) -> FitResult:
     """Train up to epoch `epochs` (default `max_epochs`, the schedule's length), reporting `monitor` to `trial`.
 
     `callbacks` see each epoch before the pruner judges it. A completed fit ends holding its best
-    epoch's weights; a non-finite metric stops it as diverged.
+    epoch's weights; a non-finite metric stops it as diverged; an epoch that ends past `deadline`
+    (a `time.monotonic()` reading) with epochs still to go stops it as pruned.
     """
-    watch = _Watch(monitor, direction, trial, on_epoch)
+    watch = _Watch(monitor, direction, trial, on_epoch, deadline)
     schedule = schedule_callbacks(params, max_epochs)
     outcome, reason = FitOutcome.COMPLETED, ""
     started = time.perf_counter()

@@ -72,8 +72,11 @@ class TrialReport:
     summary: dict[str, float] = field(default_factory=dict)
 
 
-def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
+def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = None) -> TrialReport:
     """Run one trial through the trial core and record it; a broken trial is reported as failed, never raised.
+
+    A trial still training at `deadline` (a `time.monotonic()` reading: the search's timeout) stops
+    at the end of that epoch, pruned.
 
     A `SetupError` or Ctrl-C closes the trial's run as failed and propagates: the search must stop.
     """
@@ -91,6 +94,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext) -> TrialReport:
             plan.data,
             trial=trial,
             on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics),
+            deadline=deadline,
         )
         if outcome.model is not None:
             ctx.tracker.log_model_file(run_id, outcome.model)

@@ -1231,6 +1231,14 @@ CASES = [
     ),
     case("flags-promote-without-store", "promote", problem="no MLflow store at", fix="run `atelier run` first"),
     case(
+        "flags-promote-refit-seconds-negative",
+        "promote",
+        "--refit-seconds",
+        "-5",
+        problem="--refit-seconds -5.0 must be a positive number of seconds",
+        fix="e.g. 240",
+    ),
+    case(
         "flags-show-without-store",
         "show",
         "--study",

@@ -222,6 +222,13 @@ BAD_OBJECTIVES = [
     ("malformed-toml", "[data\nsource = 1\n", "line 1", "fix the syntax"),
     ("margin-above-one", VALID_DATA + "[promotion]\nmargin = 1.5\n", "promotion.margin", "from 0 up to 1"),
     ("unknown-promotion-key", VALID_DATA + "[promotion]\nmargn = 0.1\n", "promotion.margn", "did you mean 'margin'"),
+    ("zero-refit-seconds", VALID_DATA + "[promotion]\nrefit_seconds = 0\n", "promotion.refit_seconds", "positive"),
+    (
+        "refit-seconds-as-text",
+        VALID_DATA + '[promotion]\nrefit_seconds = "4m"\n',
+        "promotion.refit_seconds",
+        "expected float, got str '4m'",
+    ),
 ]
 
 
@@ -364,7 +371,7 @@ def test_objective_record_keeps_every_resolved_setting(tmp_path: Path) -> None:
         tmp_path,
         "csv.toml",
         '[data]\nsource = "csv"\ntrain = "data/train.csv"\nclass_names = ["a", "b"]\n'
-        "[search]\nseed = 4\n[promotion]\nmargin = 0.02\n",
+        "[search]\nseed = 4\n[promotion]\nmargin = 0.02\nrefit_seconds = 90\n",
     )
     for objective in (load_objective(str(path)), load_objective("fashion-mnist")):
         assert objective_from_record(objective_record(objective)) == objective

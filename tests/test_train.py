@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
+from search.backend import keras
 from search.config import load_objective
 from search.data import SearchData, load_search_data
 from search.errors import SetupError
 from search.model import build_model
-from search.train import FitOutcome, fit
+from search.train import EpochSchedule, FitOutcome, TimedEpochs, fit
 
 PARAMS = {"dense_layers": 1, "dense_units_0": 32, "learning_rate": 0.01, "batch_size": 64}
 
@@ -53,3 +55,28 @@ def test_a_metric_training_does_not_produce_stops_at_once(digits: SearchData) ->
     model = build_model(PARAMS, digits.input_shape, digits.n_classes)
     with pytest.raises(SetupError, match="training does not produce 'val_f1'"):
         fit(model, digits, PARAMS, max_epochs=3, monitor="val_f1", direction="maximize")
+
+
+def test_timed_epochs_train_what_fits_and_stretch_the_schedule_to_it(digits: SearchData) -> None:
+    """A 3-second budget of up to 10,000 epochs: training stops near 3 s, the cosine horizon is the epochs trained."""
+    params = PARAMS | {"lr_schedule": "cosine"}
+    model = build_model(params, digits.input_shape, digits.n_classes)
+    schedule = EpochSchedule(0.01, 10_000, cosine=True)
+    timed = TimedEpochs(3.0, schedule)
+    started = time.monotonic()
+    history = model.fit(
+        digits.train.x, digits.train.y, batch_size=64, epochs=10_000, callbacks=[schedule, timed], verbose=0
+    )
+    seconds, trained = time.monotonic() - started, len(history.epoch)
+    assert 3 <= trained < 10_000 and trained == timed.planned == schedule.epochs
+    assert seconds < 3.0 + 2 * max(timed.durations)  # the plan errs by an epoch or so, never by the budget
+    last_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # set as the last epoch began
+    assert last_rate < 0.1 * 0.01  # the decay ran its course within the time
+
+
+def test_timed_epochs_never_pass_the_fits_epochs(digits: SearchData) -> None:
+    model = build_model(PARAMS, digits.input_shape, digits.n_classes)
+    history = model.fit(
+        digits.train.x, digits.train.y, batch_size=64, epochs=3, callbacks=[TimedEpochs(600.0)], verbose=0
+    )
+    assert len(history.epoch) == 3
