@@ -1,11 +1,13 @@
-"""Benchmark: how busy the cores are over a whole `atelier run`, and where they wait.
+"""Benchmark: how busy the cores are over a whole `atelier run` (or `atelier best`), and where they wait.
 
 Runs the command in a fresh folder (`--store` there) while sampling `/proc/stat` every half second,
 timestamps each line the command prints, and reports the busy share over the whole command and by
-phase: start-up (to the first trial's start), the trials, and the end (from the summary line on),
-with a strip of the busy share per 10 seconds.
+phase: start-up (to the first trial's start), the trials (to the search's summary line), and the
+rest (the study report; for `atelier best` also the finalists, the ensemble and the promotion, split
+at the "search done" line), with a strip of the busy share per 10 seconds.
 
-    .venv/bin/python benchmarks/busy_cores.py -- --objective fashion-mnist-quick
+    .venv/bin/python benchmarks/busy_cores.py -- run --objective fashion-mnist-quick
+    .venv/bin/python benchmarks/busy_cores.py -- best --objective fashion-mnist-quick --budget 7m
 """
 
 from __future__ import annotations
@@ -45,14 +47,14 @@ def share(samples: list[tuple[float, int, int]], start: float, end: float) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_args", nargs="*", help="arguments of `atelier run` (after --)")
+    parser.add_argument("atelier_args", nargs="+", help="the atelier command and its arguments (after --)")
     args = parser.parse_args()
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample, args=(samples, stop), daemon=True)
     lines: list[tuple[float, str]] = []
     with tempfile.TemporaryDirectory(prefix="atelier-busy-") as folder:
-        command = [str(Path(sys.executable).parent / "atelier"), "run", *args.run_args]
+        command = [str(Path(sys.executable).parent / "atelier"), *args.atelier_args]
         sampler.start()
         started = time.perf_counter()
         with subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, text=True) as process:
@@ -63,17 +65,19 @@ def main() -> None:
         stop.set()
         sampler.join()
     if process.returncode:
-        sys.exit(f"atelier run exited {process.returncode}")
+        sys.exit(f"atelier {args.atelier_args[0]} exited {process.returncode}")
     trials = [(t, float(m.group(1))) for t, line in lines if (m := TRIAL_LINE.search(line))]
     first_trial = min((t - seconds for t, seconds in trials), default=ended)
     summary = next((t for t, line in lines if line.startswith("done:")), ended)
+    searched = next((t for t, line in lines if line.startswith("search done")), ended)
     for t, line in lines:
         print(f"{t - started:7.1f} s  {line}")
     print(f"\nwhole command: {ended - started:.1f} s, cores busy {share(samples, started, ended):.1%}")
     for name, start, end in (
         ("start-up, to the first trial's start", started, first_trial),
         ("trials, to the summary line", first_trial, summary),
-        ("summary to the end (study report)", summary, ended),
+        ("summary to the study report's end", summary, searched),
+        ("after the search (atelier best's finalists, ensemble, promotion)", searched, ended),
     ):
         print(f"  {name}: {end - start:.1f} s, busy {share(samples, start, end):.1%}")
     strip = [share(samples, t, t + STRIP_S) for t in _steps(started, ended)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make search, the search wrapped by benchmarks/busy_cores.py (cores busy over the whole command).
+# make search, its command wrapped by benchmarks/busy_cores.py (cores busy over the whole command).
 # Usage (from the repository root): benchmarks/make_search.sh N [reuse]   (run N in /tmp/msN from a fresh clone; "reuse": in /tmp/ms1, its venv kept, stores removed)
 set -u
 i=$1; mode=${2:-fresh}
@@ -12,7 +12,7 @@ else
   rm -rf /tmp/ms$i && git clone -q "${REPO:-$PWD}" /tmp/ms$i && cd /tmp/ms$i || exit 1
   { time make setup ; } > $log 2>&1
 fi
-{ time .venv/bin/python benchmarks/busy_cores.py -- --objective fashion-mnist-quick --store $PWD/mlruns ; } >> $log 2>&1
-{ time .venv/bin/atelier promote --study fashion-mnist-quick-cnn-fast --model-name fashion-mnist ; } >> $log 2>&1
+args=$(make -s --no-print-directory -f Makefile print-search-args)  # what `make search` runs, after the set-up
+{ time .venv/bin/python benchmarks/busy_cores.py -- best $args --store $PWD/mlruns ; } >> $log 2>&1
 end=$(date +%s.%N)
 echo "make search equivalent ($mode): $(echo "$end - $start" | bc) s" >> $log

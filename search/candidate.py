@@ -15,15 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras
-from search.config import Objective
+from search.config import Objective, Space
 from search.data import SearchData
 from search.errors import SetupError
-from search.hypermodel import fit_data
+from search.hypermodel import fit_data, rebuild
 from search.model import UnbuildableModel, build_model
 from search.schema import Scalar
+from search.space import sample
 from search.train import EpochHook, FitOutcome, FitResult, fit
 
 Built = tuple[keras.Model, Mapping[str, Scalar]]  # a model and the parameters its fit reads
@@ -57,6 +58,14 @@ class Rejected(Exception):
 def space_build(params: Mapping[str, Scalar], data: SearchData) -> Callable[[], Built]:
     """How a trial of a `[params]` space builds its model."""
     return lambda: (build_model(params, data.input_shape, data.n_classes), params)
+
+
+def rebuild_trial(space: Space, trial: FrozenTrial, data: SearchData) -> Built:
+    """A finished trial's model rebuilt from its parameters alone (a `FixedTrial`), and the parameters it fits with."""
+    if space.hypermodel is not None:
+        return rebuild(space.hypermodel, trial, data.input_shape)
+    params = sample(optuna.trial.FixedTrial(trial.params), space)
+    return build_model(params, data.input_shape, data.n_classes), params
 
 
 def build_checked(build: Callable[[], Built], max_params: int) -> Built:

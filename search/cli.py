@@ -86,6 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(run)
     run.set_defaults(command=_run)
 
+    best = commands.add_parser(
+        "best",
+        help="search, train the finalists longer, ensemble and promote, in one time budget",
+        description=(
+            "Search the objective's space for a share of --budget (a deadline), train its best configurations "
+            "longer on every training image (side by side, one per core), ensemble them on the validation "
+            "images (test-time mirror where it helps), then promote the ensemble as one model: evaluated once "
+            "on the test split, gated and registered. The plan is printed first; every phase is in MLflow."
+        ),
+    )
+    _objective_flags(best, "fashion-mnist")
+    best.add_argument("--budget", required=True, help="wall time for everything: 2h, 90m, 450s or 450 (seconds)")
+    best.add_argument("--finalists", type=int, help="configurations trained longer (default 2, 4 from 30m)")
+    best.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
+    best.add_argument("--model-name", help="registered model name (default: the objective's name)")
+    best.add_argument("--quiet", action="store_true", help="print only the phases' lines")
+    _store_flags(best)
+    best.set_defaults(command=_best)
+
     show = commands.add_parser("show", help="print a study's trials, best first")
     show.add_argument("--study", help="study name (default: the most recent)")
     show.add_argument("--format", choices=FORMATS, default="table")
@@ -270,6 +289,25 @@ def _run(args: argparse.Namespace) -> int:
     result = run_search(request, _unchecked_store(args), say=_say)
     if not args.quiet:
         print(f"study report: {result.study_report} ({result.report_seconds:.1f} s; `atelier ui` serves a local store)")
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from search.best import parse_budget, run_best
+    from search.run import SearchRequest
+
+    budget = parse_budget(args.budget)
+    request = SearchRequest(args.objective, study=args.study, data_dir=args.data_dir, quiet=args.quiet)
+    result = run_best(request, _unchecked_store(args), budget, args.finalists, args.model_name, say=_say)
+    promotion = result.promotion
+    for gate in promotion.gates:
+        print(f"gate {gate.name}: {'passed' if gate.passed else 'FAILED'}: {gate.reason}")
+    ladder = ", ".join(f"{name.removeprefix('val_accuracy_')} {value:.4f}" for name, value in result.ladder.items())
+    phases = ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in result.seconds.items())
+    print(f"validation accuracy: {ladder}")
+    print(f"test accuracy {promotion.evaluation.metrics['accuracy']:.4f} (evaluated once); {phases}")
+    aliases = "champion and candidate" if promotion.champion else "candidate only"
+    print(f"model: {promotion.model_uri} ({aliases}); promotion run {promotion.run_id}")
     return 0
 
 

@@ -80,10 +80,13 @@ class Progress:
         """Stop the bar and print what the study holds now, and how busy the cores were if measured."""
         self._stopped.set()
         states = [t.state for t in self.study.get_trials(deepcopy=False)]
-        counts = ", ".join(
-            f"{states.count(s)} {s.name.lower()}"
-            for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-            if states.count(s)
+        counts = (
+            ", ".join(
+                f"{states.count(s)} {s.name.lower()}"
+                for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+                if states.count(s)
+            )
+            or "no finished trial"
         )
         self._print(
             f"done: {self.ran} trials in {self._elapsed() / 60:.1f} min"

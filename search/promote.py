@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -30,18 +30,17 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.candidate import rebuild_trial
 from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
 from search.errors import SetupError
 from search.evaluate import Evaluation, confusion_figure, evaluate, misclassified_figure, precision_recall_figure
 from search.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
-from search.hypermodel import fit_labels, rebuild
-from search.model import build_model
+from search.hypermodel import fit_labels
 from search.paths import check_name
 from search.registered import load_keras_model, save_classifier
 from search.schema import Scalar
 from search.secrets import redact
-from search.space import sample
 from search.store import Store
 from search.study import latest_study_name
 from search.tracking import MODEL_FILE, promotion_run_name
@@ -124,6 +123,38 @@ def find_source(storage: BaseStorage, study_name: str | None, trial_number: int 
     return Source(name, trial, objective_from_record(attrs["objective_settings"]), space, data_dir)
 
 
+@dataclass(frozen=True)
+class Contender:
+    """The model to promote, and what its promotion run records of where it came from."""
+
+    model: keras.Model
+    trial_number: int  # the trial it is, or an ensemble's heaviest member
+    source_run_id: str  # the run that trained it
+    params: dict[str, Scalar]  # logged to the promotion run
+    epochs: int  # the epochs it trained: the baseline trains as many (at most 10)
+    refit: bool
+    tags: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # what it is, in titles and descriptions (default: "trial N")
+
+    @property
+    def description(self) -> str:
+        return self.label or f"trial {self.trial_number}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Everything a promotion reads before it evaluates: the records, the champion, and the images."""
+
+    source: Source
+    client: MlflowClient
+    experiment_id: str
+    model_name: str
+    champion: keras.Model | None
+    data: SearchData
+    training: Images  # what the contender trained on, for the baseline and the record
+    test: Images
+
+
 def promote(
     store: Store,
     study_name: str | None = None,
@@ -139,16 +170,49 @@ def promote(
     `refit_seconds` replaces the objective's `[promotion] refit_seconds`. Every check that can fail
     on bad input runs before anything is written to the store or registry.
     """
-    for name, flag in ((study_name, "--study"), (model_name, "--model-name")):
-        if name is not None:
-            check_name(name, flag)
     if refit_seconds is not None and not 0 < refit_seconds < math.inf:
         raise SetupError(f"--refit-seconds {refit_seconds} must be a positive number of seconds, e.g. 240")
-    store.check_tracking_exists()
-    source = find_source(store.existing_storage(), study_name, trial_number)
+    source = _checked_source(store, study_name, trial_number, model_name)
     objective = source.objective
     refit = objective.data.subsample != 1.0 if refit is None else refit
     refit_seconds = objective.refit_seconds if refit_seconds is None else refit_seconds
+    stage = open_stage(store, source, model_name, data_dir, every_image=refit, with_validation=refit)
+    started = time.perf_counter()
+    model, epochs = _candidate(source, stage.data, stage.training, refit, refit_seconds, stage.client, say)
+    trial = source.trial
+    contender = Contender(
+        model,
+        trial.number,
+        trial.user_attrs["mlflow_run_id"],
+        trial.params | {"refit": refit, "epochs": epochs},
+        epochs,
+        refit,
+    )
+    return judge(stage, contender, started, say)
+
+
+def _checked_source(store: Store, study_name: str | None, trial_number: int | None, model_name: str | None) -> Source:
+    """The trial to promote, after the names given are checked and the store is found."""
+    for name, flag in ((study_name, "--study"), (model_name, "--model-name")):
+        if name is not None:
+            check_name(name, flag)
+    store.check_tracking_exists()
+    return find_source(store.existing_storage(), study_name, trial_number)
+
+
+def open_stage(
+    store: Store,
+    source: Source,
+    model_name: str | None,
+    data_dir: Path | None,
+    *,
+    every_image: bool,
+    with_validation: bool,
+) -> Stage:
+    """The records, the champion and the images of a promotion: the train split whole (`every_image`) or as the
+    search subsampled it, with the validation images added to it or not, and the test split; every
+    mismatch is a SetupError before anything is written."""
+    objective = source.objective
     model_name = model_name or objective.name
     client = MlflowClient(store.tracking)
     experiment = client.get_experiment_by_name(source.study_name)
@@ -160,13 +224,12 @@ def promote(
     mlflow.set_tracking_uri(store.tracking)
     champion = _load_champion(client, model_name)
     data_dir = data_dir or source.data_dir
-
     data = load_search_data(
-        replace(objective, data=replace(objective.data, subsample=1.0)) if refit else objective, data_dir
+        replace(objective, data=replace(objective.data, subsample=1.0)) if every_image else objective, data_dir
     )
     training = (
         Images(np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y]))
-        if refit
+        if with_validation
         else data.train
     )
     test = reader(objective.data, data_dir)[0]("test")
@@ -180,34 +243,30 @@ def promote(
             f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
             f"{data.input_shape}; pass --model-name to register under another name"
         )
+    return Stage(source, client, experiment.experiment_id, model_name, champion, data, training, test)
 
-    started = time.perf_counter()
-    model, epochs = _candidate(source, data, training, refit, refit_seconds, client, say)
-    proba = model.predict(test.x, batch_size=PREDICT_BATCH, verbose=0)
-    evaluation = evaluate(test.y, proba, data.class_names)
-    say(f"evaluated once on {len(test)} test images")
+
+def judge(stage: Stage, contender: Contender, started: float, say: Say) -> Promotion:
+    """Evaluate the contender once on the test split, gate it, and register it; `started` began the promotion."""
+    objective = stage.source.objective
+    proba = contender.model.predict(stage.test.x, batch_size=PREDICT_BATCH, verbose=0)
+    evaluation = evaluate(stage.test.y, proba, stage.data.class_names)
+    say(f"evaluated once on {len(stage.test)} test images")
     gates = (
         baseline_gate(
-            client, epochs, objective.seed, objective.margin, data, training, test, evaluation, say
+            stage.client,
+            contender.epochs,
+            objective.seed,
+            objective.margin,
+            stage.data,
+            stage.training,
+            stage.test,
+            evaluation,
+            say,
         ),
-        champion_gate(champion, model_name, test, evaluation),
+        champion_gate(stage.champion, stage.model_name, stage.test, evaluation),
     )
-    promotion_seconds = time.perf_counter() - started
-    return _register(
-        client,
-        experiment.experiment_id,
-        source,
-        refit,
-        epochs,
-        model,
-        model_name,
-        training,
-        test,
-        proba,
-        evaluation,
-        gates,
-        promotion_seconds,
-    )
+    return _register(stage, contender, proba, evaluation, gates, time.perf_counter() - started)
 
 
 def _load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
@@ -239,7 +298,7 @@ def _candidate(
     promotions of a trial draw the same initial weights.
     """
     keras.utils.set_random_seed(source.objective.seed)
-    model, params = _rebuild(source, data)
+    model, params = rebuild_trial(source.space, source.trial, data)
     trial = source.trial
     if not refit:
         with tempfile.TemporaryDirectory() as folder:
@@ -269,49 +328,40 @@ def _candidate(
     return model, trained
 
 
-def _rebuild(source: Source, data: SearchData) -> tuple[keras.Model, dict[str, Scalar]]:
-    """The trial's model and the parameters its fit read, from the trial's params through a `FixedTrial`."""
-    if source.space.hypermodel is not None:
-        return rebuild(source.space.hypermodel, source.trial, data.input_shape)
-    params = sample(optuna.trial.FixedTrial(source.trial.params), source.space)
-    return build_model(params, data.input_shape, data.n_classes), params
-
-
 def _register(
-    client: MlflowClient,
-    experiment_id: str,
-    source: Source,
-    refit: bool,
-    epochs: int,
-    model: keras.Model,
-    model_name: str,
-    training: Images,
-    test: Images,
+    stage: Stage,
+    contender: Contender,
     proba: np.ndarray,
     evaluation: Evaluation,
     gates: tuple[Gate, ...],
     promotion_seconds: float,
 ) -> Promotion:
     """Log the promotion run (metrics, gates, plots, data, model), register the model and set its aliases."""
-    trial = source.trial
+    client, experiment_id, source, model_name = stage.client, stage.experiment_id, stage.source, stage.model_name
+    training, test, model, refit = stage.training, stage.test, contender.model, contender.refit
     previous = client.search_runs(
         [experiment_id], filter_string=f"tags.`atelier.kind` = '{PROMOTION_KIND}'", max_results=10_000
     )
     count = len(previous) + 1
     gate_tags = {f"atelier.gate.{g.name}": ("passed: " if g.passed else "failed: ") + g.reason for g in gates}
     passed = all(g.passed for g in gates)
-    tags = {
-        "atelier.kind": PROMOTION_KIND,
-        "atelier.study": source.study_name,
-        "atelier.trial_number": str(trial.number),
-        "atelier.source_run_id": trial.user_attrs["mlflow_run_id"],
-        "atelier.test_evaluations": str(count),
-        "atelier.refit": str(refit).lower(),
-        "atelier.gates": "passed" if passed else "failed",
-    } | gate_tags
+    tags = (
+        {
+            "atelier.kind": PROMOTION_KIND,
+            "atelier.study": source.study_name,
+            "atelier.trial_number": str(contender.trial_number),
+            "atelier.source_run_id": contender.source_run_id,
+            "atelier.test_evaluations": str(count),
+            "atelier.refit": str(refit).lower(),
+            "atelier.gates": "passed" if passed else "failed",
+        }
+        | gate_tags
+        | contender.tags
+    )
     tags |= {key: value for g in gates for key, value in g.tags.items()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=promotion_run_name(trial.number), tags=tags) as run:
-        mlflow.log_params(trial.params | {"refit": refit, "epochs": epochs, "model_name": model_name})
+    run_name = promotion_run_name(contender.trial_number)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(contender.params | {"model_name": model_name})
         metrics = {f"test_{k}": v for k, v in evaluation.metrics.items()}
         metrics |= {f"gate_{g.name}_passed": float(g.passed) for g in gates}
         metrics |= {k: v for g in gates for k, v in g.figures.items()}
@@ -320,7 +370,7 @@ def _register(
         _log_data(source.objective.name, training, test)
         mlflow.log_text(evaluation.confusion.to_csv(), "confusion_matrix.csv")
         mlflow.log_text(evaluation.report.to_csv(), "classification_report.csv")
-        title = f"{model_name}: study {source.study_name} trial {trial.number}"
+        title = f"{model_name}: study {source.study_name} {contender.description}"
         class_names = tuple(evaluation.confusion.index)
         mlflow.log_figure(confusion_figure(evaluation.confusion, title), "confusion_matrix.png")
         mlflow.log_figure(precision_recall_figure(test.y, proba, class_names, title), "precision_recall.png")
@@ -347,7 +397,7 @@ def _register(
     if passed:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     failed = [f"{g.name} gate failed: {g.reason}" for g in gates if not g.passed]
-    summary = f"Study {source.study_name} trial {trial.number}, test accuracy {evaluation.metrics['accuracy']:.4f}; "
+    summary = f"Study {source.study_name} {contender.description}, test accuracy {evaluation.metrics['accuracy']:.4f}; "
     client.update_model_version(
         model_name,
         version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ class SearchRequest:
     data_dir: Path | None = None
     workers: int = 2
     quiet: bool = False
+    ends_by: float | None = None  # a `time.monotonic()` reading the trials must end by: a timeout set at their start
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     from search.tracking import dataset_inputs
     from search.trial import SearchContext, SearchPlan
 
+    if request.ends_by is not None:
+        left = max(1.0, request.ends_by - time.monotonic())
+        objective = replace(objective, timeout=min(objective.timeout or math.inf, left))
     storage = store.storage()
     study = open_study(study_name, storage, objective, space, request.data_dir)
     if warm_start:

@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -214,6 +215,21 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
+def _time_for_an_epoch(study: optuna.Study, deadline: float | None) -> bool:
+    """Whether a new trial could train one epoch before `deadline`, at the median pace of the study's trials.
+
+    A trial started later would be stopped at the deadline having trained nothing worth its time.
+    """
+    if deadline is None:
+        return True
+    paces = [
+        t.user_attrs["trial_seconds"] / t.user_attrs["epochs"]
+        for t in study.get_trials(deepcopy=False, states=COUNTED)
+        if t.user_attrs.get("epochs") and "trial_seconds" in t.user_attrs
+    ]
+    return time.monotonic() + (statistics.median(paces) if paces else 0.0) < deadline
+
+
 def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, send: Connection) -> None:
     """Run up to `limit` trials in this forked process, sending a report after each."""
     objective = plan.objective
@@ -230,7 +246,7 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)
         for _ in range(limit):
-            if not wanted(study, objective.trials) or _past(deadline):
+            if not wanted(study, objective.trials) or not _time_for_an_epoch(study, deadline):
                 break
             send.send(("trial", _one_trial(study, ctx, deadline)))
     except SetupError as error:

@@ -1,0 +1,226 @@
+"""`atelier best`: search, train the finalists longer, ensemble them and promote the result, in one time budget.
+
+The budget is planned before anything runs and re-planned after each phase: the search gets its
+share as a deadline (trials still training stop after their epoch), the finalists share what is
+left once the search is done, and the ensemble and promotion keep a reserve. Each phase is
+recorded in the study's MLflow experiment: the trials, a run per finalist, the ensemble's run with
+its validation figures, and the promotion run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+from mlflow.entities import Metric, Param
+from optuna.trial import FrozenTrial
+
+from search.backend import keras
+from search.ensemble import Selection, candidate_predictions, ensemble_model, select
+from search.errors import SetupError
+from search.finalists import Finalist, best_trials, finalist_figures, record_finalist, train_finalists
+from search.promote import Contender, Promotion, Stage, find_source, judge, open_stage
+from search.run import SearchRequest, resolve, run_search
+from search.store import Store
+from search.tracking import PARENT_TAG, Tracker
+
+Say = Callable[[str], None]
+SEARCH_SHARE = 0.5  # of the budget left after the closing reserve
+CLOSING_SECONDS, CLOSING_SHARE = 40.0, 0.05  # the ensemble and the promotion: a fixed part and a share
+SEARCH_REPORT_SECONDS = 10.0  # the study report, written after the search's deadline
+FINALIST_START_SECONDS = 15.0  # a finalist's process, data, predictions and save, outside its training time
+MIN_BUDGET_SECONDS = 60.0
+LANES = 2  # finalists trained at once: one per core here
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How a budget splits into phases, in seconds."""
+
+    total: float
+    search: float
+    finalists: float
+    closing: float
+    count: int  # finalists
+    lanes: int
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.count / self.lanes)
+
+    def each(self, finalists_seconds: float) -> float:
+        """The training time of each finalist when the finalists' phase has `finalists_seconds`."""
+        return max(1.0, finalists_seconds / self.rounds - FINALIST_START_SECONDS)
+
+    def describe(self) -> str:
+        return (
+            f"budget {_clock(self.total)}: search {_clock(self.search)}, {self.count} finalists "
+            f"{_clock(self.finalists)} ({self.lanes} at a time, {_clock(self.each(self.finalists))} of training each), "
+            f"ensemble and promotion {_clock(self.closing)}"
+        )
+
+
+def parse_budget(text: str) -> float:
+    """Seconds of a budget written as `2h`, `90m`, `450s` or `450`."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if match is None or float(match.group(1)) <= 0:
+        raise SetupError(f"--budget {text!r} is not a time; write it as 2h, 90m, 450s or 450 (seconds)")
+    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+
+
+def plan_budget(total: float, count: int | None = None, lanes: int = LANES) -> BudgetPlan:
+    """The phases of a `total`-second budget; `count` finalists (default 2 under half an hour, else 4)."""
+    if total < MIN_BUDGET_SECONDS:
+        raise SetupError(f"--budget of {total:.0f} s leaves no time to search and train; give at least 1m")
+    count = count or (2 if total < 1800 else 4)
+    if count < 1:
+        raise SetupError(f"--finalists {count} must be at least 1")
+    closing = CLOSING_SECONDS + CLOSING_SHARE * total
+    search = SEARCH_SHARE * (total - closing)
+    return BudgetPlan(total, search, total - closing - search, closing, count, min(lanes, count))
+
+
+@dataclass(frozen=True)
+class BestResult:
+    """What `atelier best` did, phase by phase."""
+
+    plan: BudgetPlan
+    seconds: dict[str, float]  # wall time of each phase
+    ladder: dict[str, float]  # validation accuracy of each step
+    promotion: Promotion
+
+
+def run_best(
+    request: SearchRequest,
+    store: Store,
+    budget: float,
+    count: int | None = None,
+    model_name: str | None = None,
+    say: Say = print,
+) -> BestResult:
+    """Search, train the finalists, ensemble them and promote the ensemble, within `budget` seconds."""
+    started = time.monotonic()
+    plan = plan_budget(budget, count)
+    objective, _ = resolve(request)
+    say(plan.describe())
+    ends_by = started + plan.search - SEARCH_REPORT_SECONDS
+    searched = run_search(replace(request, ends_by=ends_by), store, say)
+    seconds = {"search": time.monotonic() - started}
+    say(f"search done in {_clock(seconds['search'])}; study report: {searched.study_report}")
+
+    storage = store.existing_storage()
+    study = optuna.load_study(study_name=searched.study_name, storage=storage)
+    trials = best_trials(study, plan.count)
+    if not trials:
+        raise SetupError(f"the search completed no trial in {_clock(seconds['search'])}; give a longer --budget")
+    plan = replace(plan, count=len(trials), lanes=min(plan.lanes, len(trials)))
+    source = find_source(storage, searched.study_name, None)
+    stage = open_stage(store, source, model_name, request.data_dir, every_image=True, with_validation=False)
+    data = stage.data
+    phase = time.monotonic()
+    left = budget - (phase - started) - plan.closing
+    each = plan.each(left)
+    say(
+        f"finalists: trials {', '.join(str(t.number) for t in trials)} on {len(data.train)} images, "
+        f"{_clock(each)} of training each, {plan.lanes} at a time"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        finalists = train_finalists(trials, source.space, data, Path(folder), each, objective.seed, plan.lanes, say)
+        if not finalists:
+            raise SetupError("no finalist finished training; see the lines above, and give a longer --budget")
+        study_run = _study_run_id(stage)
+        finalist_runs = [
+            record_finalist(stage.client, stage.experiment_id, study_run, source.study_name, f, data.val.y)
+            for f in finalists
+        ]
+        seconds["finalists"] = time.monotonic() - phase
+        phase = time.monotonic()
+        names = [f.name for f in finalists]
+        candidates = candidate_predictions(
+            np.stack([f.val_plain for f in finalists]), np.stack([f.val_mirrored for f in finalists])
+        )
+        selection = select(candidates, data.val.y)
+        members = [keras.models.load_model(f.path, compile=False) for f in finalists]
+        model = ensemble_model(members, names, selection, data.input_shape)
+    described = selection.describe(names)
+    say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
+    ladder = _ladder(trials[0], finalists[0], data.val.y, selection.val_accuracy)
+    ensemble_run = _record_ensemble(stage, study_run, source.study_name, selection, names, finalist_runs, ladder)
+    seconds["ensemble"] = time.monotonic() - phase
+    heaviest = max(selection.weights, key=lambda c: selection.weights[c]).member
+    members_list = "+".join(str(f.trial.number) for f in finalists)
+    contender = Contender(
+        model,
+        finalists[heaviest].trial.number,
+        ensemble_run,
+        {"ensemble": described, "members": members_list, "epochs": max(f.epochs for f in finalists)},
+        max(f.epochs for f in finalists),
+        refit=False,
+        tags={"atelier.ensemble": described, "atelier.ensemble_run_id": ensemble_run},
+        label=f"ensemble of trials {', '.join(str(f.trial.number) for f in finalists)}",
+    )
+    phase = time.monotonic()
+    promotion = judge(stage, contender, phase, say)
+    seconds["promotion"] = time.monotonic() - phase
+    seconds["total"] = time.monotonic() - started
+    return BestResult(plan, seconds, ladder, promotion)
+
+
+def _ladder(trial: FrozenTrial, finalist: Finalist, y: np.ndarray, ensemble_accuracy: float) -> dict[str, float]:
+    """Validation accuracy of each step from the best trial to the ensemble."""
+    figures = finalist_figures(finalist, y)
+    return {
+        "val_accuracy_best_trial": float(trial.user_attrs.get("best_val_accuracy", float("nan"))),
+        "val_accuracy_best_trial_longer": figures["val_accuracy"],
+        "val_accuracy_best_trial_longer_mirror": figures["val_accuracy_mirror"],
+        "val_accuracy_ensemble": ensemble_accuracy,
+    }
+
+
+def _study_run_id(stage: Stage) -> str:
+    return Tracker(stage.client.tracking_uri).study_run(stage.experiment_id, stage.source.study_name)
+
+
+def _record_ensemble(
+    stage: Stage,
+    study_run: str,
+    study_name: str,
+    selection: Selection,
+    names: list[str],
+    finalist_runs: list[str],
+    ladder: dict[str, float],
+) -> str:
+    """The ensemble's MLflow run under the study's run: its members and weights, and the ladder of figures."""
+    client = stage.client
+    run = client.create_run(
+        stage.experiment_id,
+        run_name="ensemble",
+        tags={
+            "atelier.kind": "ensemble",
+            "atelier.study": study_name,
+            "atelier.finalist_runs": ",".join(finalist_runs),
+            PARENT_TAG: study_run,
+        },
+    )
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in ladder.items()]
+    metrics.append(Metric("val_log_loss_ensemble", selection.val_log_loss, now, 0))
+    params = [Param("weights", selection.describe(names)), Param("members", ",".join(names))]
+    client.log_batch(run.info.run_id, metrics=metrics, params=params)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def _clock(seconds: float) -> str:
+    """`1:02:03` or `2:03`."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
