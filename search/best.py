@@ -32,7 +32,7 @@ from search.store import Store
 from search.tracking import PARENT_TAG, Tracker
 
 Say = Callable[[str], None]
-SEARCH_SHARE = 0.5  # of the budget left after the closing reserve
+SEARCH_SHARE = 0.4  # of the budget left after the closing reserve; the finalists get the rest
 CLOSING_SECONDS, CLOSING_SHARE = 40.0, 0.05  # the ensemble and the promotion: a fixed part and a share
 SEARCH_REPORT_SECONDS = 10.0  # the study report, written after the search's deadline
 FINALIST_START_SECONDS = 15.0  # a finalist's process, data, predictions and save, outside its training time
@@ -111,62 +111,41 @@ def run_best(
     plan = plan_budget(budget, count)
     objective, _ = resolve(request)
     say(plan.describe())
-    ends_by = started + plan.search - SEARCH_REPORT_SECONDS
-    searched = run_search(replace(request, ends_by=ends_by), store, say)
+    searched = run_search(replace(request, ends_by=started + plan.search - SEARCH_REPORT_SECONDS), store, say)
     seconds = {"search": time.monotonic() - started}
     say(f"search done in {_clock(seconds['search'])}; study report: {searched.study_report}")
 
+    phase = time.monotonic()
     storage = store.existing_storage()
-    study = optuna.load_study(study_name=searched.study_name, storage=storage)
-    trials = best_trials(study, plan.count)
+    trials = best_trials(optuna.load_study(study_name=searched.study_name, storage=storage), plan.count)
     if not trials:
         raise SetupError(f"the search completed no trial in {_clock(seconds['search'])}; give a longer --budget")
     plan = replace(plan, count=len(trials), lanes=min(plan.lanes, len(trials)))
-    source = find_source(storage, searched.study_name, None)
-    stage = open_stage(store, source, model_name, request.data_dir, every_image=True, with_validation=False)
-    data = stage.data
-    phase = time.monotonic()
-    left = budget - (phase - started) - plan.closing
-    each = plan.each(left)
+    stage = open_stage(
+        store,
+        find_source(storage, searched.study_name, None),
+        model_name,
+        request.data_dir,
+        every_image=True,
+        with_validation=False,
+    )
+    each = plan.each(budget - (time.monotonic() - started) - plan.closing)
     say(
-        f"finalists: trials {', '.join(str(t.number) for t in trials)} on {len(data.train)} images, "
+        f"finalists: trials {', '.join(str(t.number) for t in trials)} on {len(stage.data.train)} images, "
         f"{_clock(each)} of training each, {plan.lanes} at a time"
     )
+    study_run = Tracker(store.tracking).study_run(stage.experiment_id, searched.study_name)
     with tempfile.TemporaryDirectory() as folder:
-        finalists = train_finalists(trials, source.space, data, Path(folder), each, objective.seed, plan.lanes, say)
+        finalists = train_finalists(
+            trials, stage.source.space, stage.data, Path(folder), each, objective.seed, plan.lanes, say
+        )
         if not finalists:
             raise SetupError("no finalist finished training; see the lines above, and give a longer --budget")
-        study_run = _study_run_id(stage)
-        finalist_runs = [
-            record_finalist(stage.client, stage.experiment_id, study_run, source.study_name, f, data.val.y)
-            for f in finalists
-        ]
+        runs = [record_finalist(stage, study_run, finalist) for finalist in finalists]
         seconds["finalists"] = time.monotonic() - phase
         phase = time.monotonic()
-        names = [f.name for f in finalists]
-        candidates = candidate_predictions(
-            np.stack([f.val_plain for f in finalists]), np.stack([f.val_mirrored for f in finalists])
-        )
-        selection = select(candidates, data.val.y)
-        members = [keras.models.load_model(f.path, compile=False) for f in finalists]
-        model = ensemble_model(members, names, selection, data.input_shape)
-    described = selection.describe(names)
-    say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
-    ladder = _ladder(trials[0], finalists[0], data.val.y, selection.val_accuracy)
-    ensemble_run = _record_ensemble(stage, study_run, source.study_name, selection, names, finalist_runs, ladder)
+        contender, ladder = _ensemble(stage, study_run, trials[0], finalists, runs, say)
     seconds["ensemble"] = time.monotonic() - phase
-    heaviest = max(selection.weights, key=lambda c: selection.weights[c]).member
-    members_list = "+".join(str(f.trial.number) for f in finalists)
-    contender = Contender(
-        model,
-        finalists[heaviest].trial.number,
-        ensemble_run,
-        {"ensemble": described, "members": members_list, "epochs": max(f.epochs for f in finalists)},
-        max(f.epochs for f in finalists),
-        refit=False,
-        tags={"atelier.ensemble": described, "atelier.ensemble_run_id": ensemble_run},
-        label=f"ensemble of trials {', '.join(str(f.trial.number) for f in finalists)}",
-    )
     phase = time.monotonic()
     promotion = judge(stage, contender, phase, say)
     seconds["promotion"] = time.monotonic() - phase
@@ -174,25 +153,46 @@ def run_best(
     return BestResult(plan, seconds, ladder, promotion)
 
 
-def _ladder(trial: FrozenTrial, finalist: Finalist, y: np.ndarray, ensemble_accuracy: float) -> dict[str, float]:
-    """Validation accuracy of each step from the best trial to the ensemble."""
-    figures = finalist_figures(finalist, y)
-    return {
-        "val_accuracy_best_trial": float(trial.user_attrs.get("best_val_accuracy", float("nan"))),
-        "val_accuracy_best_trial_longer": figures["val_accuracy"],
-        "val_accuracy_best_trial_longer_mirror": figures["val_accuracy_mirror"],
-        "val_accuracy_ensemble": ensemble_accuracy,
+def _ensemble(
+    stage: Stage, study_run: str, best: FrozenTrial, finalists: list[Finalist], runs: list[str], say: Say
+) -> tuple[Contender, dict[str, float]]:
+    """The finalists' ensemble as the contender to promote, recorded with its ladder of validation figures."""
+    y, names = stage.data.val.y, [f.name for f in finalists]
+    candidates = candidate_predictions(
+        np.stack([f.val_plain for f in finalists]), np.stack([f.val_mirrored for f in finalists])
+    )
+    selection = select(candidates, y)
+    members = [keras.models.load_model(f.path, compile=False) for f in finalists]
+    model = ensemble_model(members, names, selection, stage.data.input_shape)
+    described = selection.describe(names)
+    say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
+    longer = next((f for f in finalists if f.trial.number == best.number), finalists[0])
+    ladder = {"val_accuracy_best_trial": float(best.user_attrs.get("best_val_accuracy", float("nan")))}
+    ladder |= {
+        "val_accuracy_best_trial_longer": finalist_figures(longer, y)["val_accuracy"],
+        "val_accuracy_best_trial_longer_mirror": finalist_figures(longer, y)["val_accuracy_mirror"],
+        "val_accuracy_ensemble": selection.val_accuracy,
     }
-
-
-def _study_run_id(stage: Stage) -> str:
-    return Tracker(stage.client.tracking_uri).study_run(stage.experiment_id, stage.source.study_name)
+    run_id = _record_ensemble(stage, study_run, selection, names, runs, ladder)
+    heaviest = finalists[max(selection.weights, key=lambda c: selection.weights[c]).member]
+    epochs = max(f.epochs for f in finalists)
+    numbers = [str(f.trial.number) for f in finalists]
+    contender = Contender(
+        model,
+        heaviest.trial.number,
+        run_id,
+        {"ensemble": described, "members": "+".join(numbers), "epochs": epochs},
+        epochs,
+        refit=False,
+        tags={"atelier.ensemble": described, "atelier.ensemble_run_id": run_id},
+        label=f"ensemble of trials {', '.join(numbers)}",
+    )
+    return contender, ladder
 
 
 def _record_ensemble(
     stage: Stage,
     study_run: str,
-    study_name: str,
     selection: Selection,
     names: list[str],
     finalist_runs: list[str],
@@ -205,7 +205,7 @@ def _record_ensemble(
         run_name="ensemble",
         tags={
             "atelier.kind": "ensemble",
-            "atelier.study": study_name,
+            "atelier.study": stage.source.study_name,
             "atelier.finalist_runs": ",".join(finalist_runs),
             PARENT_TAG: study_run,
         },

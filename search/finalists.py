@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
@@ -31,6 +30,7 @@ from search.data import SearchData
 from search.ensemble import mirror_images
 from search.gates import PREDICT_BATCH
 from search.hypermodel import fit_labels
+from search.promote import Stage
 from search.tracking import PARENT_TAG
 from search.train import TimedEpochs, schedule_callbacks
 from search.worker_server import start_worker_server
@@ -129,13 +129,11 @@ def train_finalists(
     return sorted(done, key=lambda f: [t.number for t in trials].index(f.trial.number))
 
 
-def record_finalist(
-    client: MlflowClient, experiment_id: str, study_run_id: str, study_name: str, finalist: Finalist, y: np.ndarray
-) -> str:
+def record_finalist(stage: Stage, study_run_id: str, finalist: Finalist) -> str:
     """The finalist's MLflow run, beside its trial's under the study's run: parameters, curves, figures, model."""
-    trial = finalist.trial
+    trial, client, study_name = finalist.trial, stage.client, stage.source.study_name
     run = client.create_run(
-        experiment_id,
+        stage.experiment_id,
         run_name=f"finalist-{trial.number}",
         tags={
             "atelier.kind": FINALIST_KIND,
@@ -152,7 +150,7 @@ def record_finalist(
         for name, values in finalist.history.items()
         for step, value in enumerate(values, 1)
     ]
-    figures = finalist_figures(finalist, y)
+    figures = finalist_figures(finalist, stage.data.val.y)
     metrics += [Metric(name, value, now, 0) for name, value in figures.items()]
     params = [Param(k, str(v)) for k, v in trial.params.items()] + [Param("epochs", str(finalist.epochs))]
     client.log_batch(run_id, metrics=metrics, params=params)

@@ -91,8 +91,14 @@ class _Watch(keras.callbacks.Callback):
             return
         if self.trial is not None and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
+        self._stop_at_the_deadline(f"after epoch {step}")
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, float] | None = None) -> None:
+        self._stop_at_the_deadline(f"during epoch {len(self.history) + 1}")
+
+    def _stop_at_the_deadline(self, when: str) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise optuna.TrialPruned(f"stopped at the search's timeout after epoch {step} of {self.params['epochs']}")
+            raise optuna.TrialPruned(f"stopped at the search's timeout {when} of {self.params['epochs']}")
 
 
 class EpochSchedule(keras.callbacks.Callback):
@@ -175,8 +181,8 @@ def fit(
     """Train up to epoch `epochs` (default `max_epochs`, the schedule's length), reporting `monitor` to `trial`.
 
     `callbacks` see each epoch before the pruner judges it. A completed fit ends holding its best
-    epoch's weights; a non-finite metric stops it as diverged; an epoch that ends past `deadline`
-    (a `time.monotonic()` reading) with epochs still to go stops it as pruned.
+    epoch's weights; a non-finite metric stops it as diverged; a batch or an epoch that ends past
+    `deadline` (a `time.monotonic()` reading), with epochs still to go, stops it as pruned.
     """
     watch = _Watch(monitor, direction, trial, on_epoch, deadline)
     schedule = schedule_callbacks(params, max_epochs)

@@ -140,7 +140,7 @@ CASES = [
         "--space",
         "nosuch",
         problem="unknown space 'nosuch'",
-        fix="choose one of: cnn, cnn-fast, dense",
+        fix="choose one of: cnn, cnn-best, cnn-fast, cnn-quick, dense",
     ),
     case(
         "unknown-objective-name",

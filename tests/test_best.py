@@ -94,7 +94,7 @@ def test_the_plan_splits_the_budget_and_keeps_a_closing_reserve() -> None:
     assert plan.closing == pytest.approx(CLOSING_SECONDS + 0.05 * 7200)
     assert plan.search + plan.finalists + plan.closing == pytest.approx(7200)
     assert plan_budget(450).count == 2 and plan_budget(450, 3).rounds == 2
-    assert plan.describe().startswith("budget 2:00:00: search 56:40, 4 finalists 56:40 (2 at a time, 28:05 of training")
+    assert plan.describe().startswith("budget 2:00:00: search 45:20, 4 finalists 1:08:00 (2 at a time, 33:45 of")
 
 
 @pytest.mark.parametrize(
