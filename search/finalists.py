@@ -115,10 +115,10 @@ def train_finalists(
             try:
                 finalist = receive.recv()
             except EOFError:
-                finalist = None
+                finalist = f"its process ended without a word (status {process.exitcode})"
             process.join()
-            if finalist is None:
-                say(f"finalist trial {job.trial.number}: its process ended without a model (status {process.exitcode})")
+            if not isinstance(finalist, Finalist):
+                say(f"finalist trial {job.trial.number}: no model: {finalist}")
                 continue
             done.append(finalist)
             accuracy = float(np.mean(finalist.val_plain.argmax(axis=1) == data.val.y))
@@ -171,7 +171,19 @@ def finalist_figures(finalist: Finalist, y: np.ndarray) -> dict[str, float]:
 
 
 def _train(job: FinalistJob, space: Space, data: SearchData, send: Connection) -> None:
-    """In a worker process: train the job's configuration, save it, send back its validation predictions."""
+    """In a worker process: train the job's configuration, save it, send back its validation predictions
+    (or why it could not: the parent reports it and goes on with the other finalists)."""
+    try:
+        send.send(_finalist(job, space, data))
+    except KeyboardInterrupt:  # the parent got the same Ctrl-C and says so
+        pass
+    except Exception as error:
+        send.send(f"{type(error).__name__}: {error}")
+    finally:
+        send.close()
+
+
+def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     limit_threads(job.threads)
     keras.utils.set_random_seed(job.seed)
     model, params = rebuild_trial(space, job.trial, data)
@@ -192,5 +204,4 @@ def _train(job: FinalistJob, space: Space, data: SearchData, send: Connection) -
     mirrored = model.predict(mirror_images(data.val.x), batch_size=PREDICT_BATCH, verbose=0)
     model.save(job.path)
     curves = {name: [float(v) for v in values] for name, values in history.history.items()}
-    send.send(Finalist(job.trial, job.path, plain, mirrored, len(history.epoch), seconds, curves))
-    send.close()
+    return Finalist(job.trial, job.path, plain, mirrored, len(history.epoch), seconds, curves)
