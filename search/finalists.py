@@ -61,7 +61,7 @@ class Finalist:
     val_mirrored: np.ndarray
     epochs: int
     seconds: float
-    history: dict[str, list[float]]
+    history: dict[str, list[float]]  # per epoch: the fit's metrics, and `epoch_seconds`
 
     @property
     def name(self) -> str:
@@ -122,9 +122,10 @@ def train_finalists(
                 continue
             done.append(finalist)
             accuracy = float(np.mean(finalist.val_plain.argmax(axis=1) == data.val.y))
+            paces = ", ".join(f"{seconds:.0f}" for seconds in finalist.history["epoch_seconds"])
             say(
-                f"finalist trial {job.trial.number}: {finalist.epochs} epochs in {finalist.seconds / 60:.1f} min, "
-                f"val_accuracy {accuracy:.4f}"
+                f"finalist trial {job.trial.number}: {finalist.epochs} epochs in {finalist.seconds / 60:.1f} min "
+                f"({paces} s), val_accuracy {accuracy:.4f}"
             )
     return sorted(done, key=lambda f: [t.number for t in trials].index(f.trial.number))
 
@@ -189,7 +190,8 @@ def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     model, params = rebuild_trial(space, job.trial, data)
     cap = MAX_STRETCH * int(job.trial.user_attrs.get("epochs", 10))
     callbacks = schedule_callbacks(params, cap)
-    callbacks.append(TimedEpochs(job.seconds, next(iter(callbacks), None)))
+    timed = TimedEpochs(job.seconds, next(iter(callbacks), None))
+    callbacks.append(timed)
     started = time.perf_counter()
     history = model.fit(
         data.train.x,
@@ -204,4 +206,5 @@ def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     mirrored = model.predict(mirror_images(data.val.x), batch_size=PREDICT_BATCH, verbose=0)
     model.save(job.path)
     curves = {name: [float(v) for v in values] for name, values in history.history.items()}
+    curves["epoch_seconds"] = timed.durations
     return Finalist(job.trial, job.path, plain, mirrored, len(history.epoch), seconds, curves)

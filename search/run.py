@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -128,14 +129,18 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
             quiet_say(f"warm start: the first trials run the best of {objective.warm_start} ({origins})")
     context = SearchContext.connect(SearchPlan(study_name, objective, space, data, store, dataset_inputs(data)))
     context.tracker.client.update_run(context.study_run_id, status="RUNNING")  # until its report is rewritten
-    data_run, made = publish_data_report(data, context.plan.inputs, context.tracker, context.experiment_id)
+    progress = Progress(study, objective, quiet=request.quiet)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the data report is drawn while the first trials start
+        data_report = pool.submit(
+            publish_data_report, data, context.plan.inputs, context.tracker, context.experiment_id
+        )
+        progress.start()
+        optimize(context, study, storage, progress.trial_done, workers=request.workers, on_note=progress.note)
+        cores_busy = meter.busy_share()
+        data_run, made = data_report.result()
+    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}", cores_busy)
     if made:
         quiet_say(f"data report: {run_address(store.tracking, context.experiment_id, data_run)}")
-    progress = Progress(study, objective, quiet=request.quiet)
-    progress.start()
-    optimize(context, study, storage, progress.trial_done, workers=request.workers, on_note=progress.note)
-    cores_busy = meter.busy_share()
-    progress.summary(f"{redact(store.tracking)} experiment {context.experiment_id}", cores_busy)
     started = time.perf_counter()
     figures = {} if cores_busy is None else {"cores_busy": cores_busy}
     report_run, _ = publish_study_report(study, context.tracker, context.experiment_id, figures=figures)
