@@ -34,7 +34,8 @@ from search.tracking import PARENT_TAG, Tracker
 Say = Callable[[str], None]
 SEARCH_SHARE = 0.4  # of the budget left after the closing reserve; the finalists get the rest
 CLOSING_SECONDS, CLOSING_SHARE = 40.0, 0.05  # the ensemble and the promotion: a fixed part and a share
-SEARCH_REPORT_SECONDS = 10.0  # the study report, written after the search's deadline
+SEARCH_REPORT_SECONDS, SEARCH_REPORT_SHARE = 10.0, 0.05  # the study report after the deadline: at most
+# 10 s or 5% of the budget
 FINALIST_START_SECONDS = 15.0  # a finalist's process, data, predictions and save, outside its training time
 MIN_BUDGET_SECONDS = 60.0
 LANES = 2  # finalists trained at once: one per core here
@@ -111,7 +112,8 @@ def run_best(
     plan = plan_budget(budget, count)
     objective, _ = resolve(request)
     say(plan.describe())
-    searched = run_search(replace(request, ends_by=started + plan.search - SEARCH_REPORT_SECONDS), store, say)
+    report = min(SEARCH_REPORT_SECONDS, SEARCH_REPORT_SHARE * budget)
+    searched = run_search(replace(request, ends_by=started + plan.search - report), store, say)
     seconds = {"search": time.monotonic() - started}
     say(f"search done in {_clock(seconds['search'])}; study report: {searched.study_report}")
 

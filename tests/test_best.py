@@ -19,7 +19,7 @@ from search.data import load_search_data, reader
 from search.errors import SetupError
 
 pytestmark = pytest.mark.e2e
-BUDGET_S = 90
+BUDGET_S = 120
 SLACK_S = 30  # the closing phase is planned, not cut: a loaded machine may run it late by this much
 
 
@@ -37,7 +37,7 @@ pruner = "none"
 
 @pytest.fixture(scope="module")
 def best_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object], float]:
-    """`atelier best` on the digits (trials of 4 epochs, unpruned, so that several complete in its few seconds)."""
+    """`atelier best` on the digits (trials of 4 epochs, unpruned, so that several complete in its 30-second search)."""
     folder = tmp_path_factory.mktemp("best")
     (folder / "tiny.toml").write_text(OBJECTIVE)
     started = time.monotonic()
@@ -49,7 +49,7 @@ def test_every_phase_runs_within_the_budget_and_slack(best_run: tuple[Path, dict
     folder, ran, seconds = best_run
     assert ran["status"] == 0, ran["err"]
     out = str(ran["out"])
-    assert out.startswith("budget 1:30: search ")
+    assert out.startswith("budget 2:00: search ")
     for line in ("search done in", "finalists: trials", "ensemble: ", "evaluated once on", "gate champion: passed"):
         assert line in out, out
     assert seconds <= BUDGET_S + SLACK_S, out
