@@ -1,7 +1,7 @@
 """`atelier best`: search, train the finalists longer, ensemble them and promote the result, in one time budget.
 
 The budget is planned before anything runs and re-planned after each phase: the search gets its
-share as a deadline (trials still training stop after their epoch), the finalists share what is
+share as a deadline (trials still training then stop, pruned), the finalists share what is
 left once the search is done, and the ensemble and promotion keep a reserve. Each phase is
 recorded in the study's MLflow experiment: the trials, a run per finalist, the ensemble's run with
 its validation figures, and the promotion run.
@@ -10,6 +10,7 @@ its validation figures, and the promotion run.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tempfile
 import time
@@ -38,7 +39,6 @@ SEARCH_REPORT_SECONDS, SEARCH_REPORT_SHARE = 10.0, 0.05  # the study report afte
 # 10 s or 5% of the budget
 FINALIST_START_SECONDS = 15.0  # a finalist's process, data, predictions and save, outside its training time
 MIN_BUDGET_SECONDS = 60.0
-LANES = 2  # finalists trained at once: one per core here
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -77,8 +77,9 @@ def parse_budget(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2) or "s"]
 
 
-def plan_budget(total: float, count: int | None = None, lanes: int = LANES) -> BudgetPlan:
-    """The phases of a `total`-second budget; `count` finalists (default 2 under half an hour, else 4)."""
+def plan_budget(total: float, count: int | None = None, lanes: int | None = None) -> BudgetPlan:
+    """The phases of a `total`-second budget; `count` finalists (default 2 under half an hour, else 4), trained
+    `lanes` at a time (default: one per core)."""
     if total < MIN_BUDGET_SECONDS:
         raise SetupError(f"--budget of {total:.0f} s leaves no time to search and train; give at least 1m")
     count = count or (2 if total < 1800 else 4)
@@ -86,6 +87,7 @@ def plan_budget(total: float, count: int | None = None, lanes: int = LANES) -> B
         raise SetupError(f"--finalists {count} must be at least 1")
     closing = CLOSING_SECONDS + CLOSING_SHARE * total
     search = SEARCH_SHARE * (total - closing)
+    lanes = lanes or len(os.sched_getaffinity(0))
     return BudgetPlan(total, search, total - closing - search, closing, count, min(lanes, count))
 
 

@@ -89,11 +89,11 @@ def test_the_ensemble_is_chosen_on_validation_and_served_like_a_single_model(
 
 
 def test_the_plan_splits_the_budget_and_keeps_a_closing_reserve() -> None:
-    plan = plan_budget(2 * 3600)
+    plan = plan_budget(2 * 3600, lanes=2)
     assert plan.count == 4 and plan.lanes == 2 and plan.rounds == 2
     assert plan.closing == pytest.approx(CLOSING_SECONDS + 0.05 * 7200)
     assert plan.search + plan.finalists + plan.closing == pytest.approx(7200)
-    assert plan_budget(450).count == 2 and plan_budget(450, 3).rounds == 2
+    assert plan_budget(450, lanes=2).count == 2 and plan_budget(450, 3, lanes=2).rounds == 2
     assert plan.describe().startswith("budget 2:00:00: search 45:20, 4 finalists 1:08:00 (2 at a time, 33:45 of")
 
 
