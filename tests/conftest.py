@@ -33,6 +33,7 @@ BACKGROUND = {
     "hypermodel_searches": "test_hypermodel:search_and_promote_hypermodels",
     "promotion_store": "test_promote:promote_studies",
     "parts_promotion": "test_promote:search_and_promote_with_a_loader",
+    "hygiene": "test_promotion_hygiene:promote_twice_and_predict",
     "search_cases": "test_search:run_search_cases",
 }
 

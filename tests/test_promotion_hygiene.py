@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from background import Prepared
+from background import Background, Prepared
 from sklearn.datasets import load_digits
 from stores import atelier_case
 
@@ -30,7 +30,10 @@ SERVED = (  # the registered model loaded and used as MLflow serves it, twice
 
 def promote_twice_and_predict(folder: Path) -> dict[str, dict[str, object]]:
     """A digits study, its best trial promoted twice with --refit, then labels asked of the champion, each
-    command in a fresh process (as a user runs them); what each printed, by name."""
+    command in a fresh process (as a user runs them); what each printed, by name.
+
+    Run in the background (conftest.BACKGROUND).
+    """
     search = ("run", "--objective", "digits", "--trials", 2, "--max-epochs", 2, "--workers", 1, "--pruner", "none")
     ran = {"run": atelier_case(folder, *search, "--quiet")}
     np.save(folder / "x.npy", (load_digits().images[:20, :, :, None] * 16).clip(0, 255).astype(np.uint8))
@@ -49,10 +52,8 @@ def promote_twice_and_predict(folder: Path) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def hygiene(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
-    """Made in the foreground, which finishes its own tests well before the background fixtures are done."""
-    folder = tmp_path_factory.mktemp("hygiene")
-    return Prepared(folder, promote_twice_and_predict(folder))
+def hygiene(background: Background) -> Prepared:
+    return background.result("hygiene")
 
 
 @pytest.fixture(scope="module")
