@@ -9,7 +9,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("halving", "hyperband", "median", "none")
 DATA_SOURCES = ("idx", "csv", "digits", "loader")
+PER_BLOCK = re.compile(r"(\w+?)_(\d+)")  # conv_filters_2: one block's own range of a per-block parameter
 HYPERMODEL_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
@@ -69,6 +70,16 @@ class Space:
     description: str = ""
     text: str = ""
     hypermodel: HypermodelRef | None = None
+    reference: Mapping[str, Scalar] = field(default_factory=dict)  # a known configuration, run as the first trial
+
+    def distribution(self, name: str) -> Distribution:
+        """The distribution of a sampled name: `conv_filters_2` has its own when the file gives one, else
+        `conv_filters`'s; a parameter the file leaves out stays at its default."""
+        if name in self.params:
+            return self.params[name]
+        block = PER_BLOCK.fullmatch(name)
+        base = block.group(1) if block else name
+        return self.params.get(base, Fixed(PARAMETERS[base].default))
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,7 @@ def load_space(name_or_path: str) -> Space:
     path = resolve("spaces", name_or_path)
     text, table = read_toml(path)
     where = Where(path)
-    reject_unknown(where, "", table, ("description", "params", "hypermodel"))
+    reject_unknown(where, "", table, ("description", "params", "hypermodel", "reference"))
     description = table.get("description", "")
     where.require(isinstance(description, str), "description", "must be a string")
     if "hypermodel" in table:
@@ -159,13 +170,65 @@ def load_space(name_or_path: str) -> Space:
     where.require(isinstance(params_table, dict), "params", "must be a table: [params]")
     params = {}
     for key, raw in params_table.items():
-        spec = PARAMETERS.get(key)
-        if spec is None:
-            where.fail(
-                f"params.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}; known: {', '.join(PARAMETERS)}"
-            )
-        params[key] = _distribution(where, f"params.{key}", spec, raw)
-    return Space(name=path.stem, path=path, params=params, description=description, text=text)
+        params[key] = _distribution(where, f"params.{key}", _param_spec(where, key, params_table), raw)
+    space = Space(name=path.stem, path=path, params=params, description=description, text=text)
+    reference = table.get("reference", {})
+    where.require(isinstance(reference, dict), "reference", "must be a table: [reference]")
+    for key, value in reference.items():
+        _check_reference(where, space, key, value)
+    return replace(space, reference=reference)
+
+
+def _param_spec(where: Where, key: str, params_table: Mapping[str, Any]) -> ParamSpec:
+    """The parameter a [params] key names: a parameter, or one block of a per-block one (`conv_filters_2`)."""
+    spec = PARAMETERS.get(key)
+    block = PER_BLOCK.fullmatch(key)
+    if spec is None and block is not None and block.group(1) in PARAMETERS and PARAMETERS[block.group(1)].per:
+        spec = PARAMETERS[block.group(1)]
+        index, count = int(block.group(2)), _highest(params_table.get(spec.per, PARAMETERS[spec.per].default))
+        where.require(
+            index < count,
+            f"params.{key}",
+            f"block {index} does not exist: {spec.per} is at most {count}; number blocks from 0",
+        )
+    if spec is None:
+        where.fail(f"params.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}; known: {', '.join(PARAMETERS)}")
+    return spec
+
+
+def _highest(raw: Any) -> int:
+    """The largest value a count parameter's raw [params] entry allows."""
+    if isinstance(raw, dict):
+        return max(raw.get("choices", [raw.get("high", 0)]))
+    return int(raw)
+
+
+def _check_reference(where: Where, space: Space, key: str, value: Any) -> None:
+    """A [reference] value must be one the space can draw for that name."""
+    block = PER_BLOCK.fullmatch(key)
+    known = key in PARAMETERS or (block is not None and block.group(1) in PARAMETERS and PARAMETERS[block.group(1)].per)
+    where.require(bool(known), f"reference.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}")
+    distribution = space.distribution(key)
+    if isinstance(distribution, Fixed):
+        inside = value == distribution.value
+    elif isinstance(distribution, Choice):
+        inside = value in distribution.choices
+    else:
+        inside = isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
+    where.require(
+        not isinstance(value, bool) or isinstance(distribution, (Fixed, Choice)),
+        f"reference.{key}",
+        "is true or false but the space draws a number",
+    )
+    where.require(inside, f"reference.{key}", f"{value!r} is outside the space's {_describe(distribution)}; change one")
+
+
+def _describe(distribution: Distribution) -> str:
+    if isinstance(distribution, Fixed):
+        return f"fixed value {distribution.value!r}"
+    if isinstance(distribution, Choice):
+        return f"choices {list(distribution.choices)}"
+    return f"range {distribution.low} to {distribution.high}"
 
 
 def hypermodel_space(reference: str) -> Space:

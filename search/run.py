@@ -121,12 +121,17 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
         objective = replace(objective, timeout=min(objective.timeout or math.inf, left))
     storage = store.storage()
     study = open_study(study_name, storage, objective, space, request.data_dir)
-    if warm_start:
+    first = [{"params": dict(space.reference), "origin": f"reference of space {space.name}"}] if space.reference else []
+    if first or warm_start:
         from search.warm_start import queue_configurations
 
-        if queue_configurations(study, warm_start):
-            origins = ", ".join(configuration["origin"] for configuration in warm_start)
-            quiet_say(f"warm start: the first trials run the best of {objective.warm_start} ({origins})")
+        if queue_configurations(study, first + warm_start):
+            if first:
+                quiet_say(f"the first trial runs the space's reference configuration ({space.path.name} [reference])")
+            if warm_start:
+                origins = ", ".join(configuration["origin"] for configuration in warm_start)
+                which = "next" if first else "first"
+                quiet_say(f"warm start: the {which} trials run the best of {objective.warm_start} ({origins})")
     context = SearchContext.connect(SearchPlan(study_name, objective, space, data, store, dataset_inputs(data)))
     context.tracker.client.update_run(context.study_run_id, status="RUNNING")  # until its report is rewritten
     progress = Progress(study, objective, quiet=request.quiet)

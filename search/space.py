@@ -18,14 +18,13 @@ def sample(trial: optuna.trial.BaseTrial, space: Space) -> dict[str, Scalar]:
     """
     params: dict[str, Scalar] = {}
     for name, spec in PARAMETERS.items():
-        distribution = space.params.get(name, Fixed(spec.default))
         if spec.requires is not None and not params[spec.requires]:
             continue
         if spec.per is None:
-            params[name] = _draw(trial, name, distribution)
+            params[name] = _draw(trial, name, space.distribution(name))
         else:
             for index in range(int(params[spec.per])):
-                params[f"{name}_{index}"] = _draw(trial, f"{name}_{index}", distribution)
+                params[f"{name}_{index}"] = _draw(trial, f"{name}_{index}", space.distribution(f"{name}_{index}"))
     return params
 
 
