@@ -156,6 +156,39 @@ BAD_SPACES = [
         "known: choices",
     ),
     ("missing-high", PARAMS + "dense_layers = {low = 1}", "params.dense_layers", "needs both low and high"),
+    (
+        "block-beyond-the-count",
+        PARAMS + "conv_blocks = {low = 1, high = 2}\nconv_filters_2 = {choices = [64]}",
+        "params.conv_filters_2",
+        "block 2 does not exist: conv_blocks is at most 2",
+    ),
+    ("block-of-a-plain-parameter", PARAMS + "learning_rate_0 = 0.1", "params.learning_rate_0", "unknown parameter"),
+    (
+        "block-value-invalid",
+        PARAMS + "conv_blocks = 1\nconv_filters_0 = 0",
+        "params.conv_filters_0",
+        "below the minimum",
+    ),
+    ("reference-not-a-table", "reference = 3\n" + PARAMS, "reference", "must be a table"),
+    (
+        "reference-outside-a-range",
+        PARAMS + "learning_rate = {low = 1e-3, high = 1e-2, log = true}\n[reference]\nlearning_rate = 0.5",
+        "reference.learning_rate",
+        "0.5 is outside the space's range 0.001 to 0.01",
+    ),
+    (
+        "reference-not-a-choice",
+        PARAMS + "conv_blocks = 2\nconv_filters_1 = {choices = [64, 96]}\n[reference]\nconv_filters_1 = 32",
+        "reference.conv_filters_1",
+        "outside the space's choices [64, 96]",
+    ),
+    (
+        "reference-against-a-fixed-value",
+        PARAMS + "dense_layers = 2\n[reference]\ndense_layers = 1",
+        "reference.dense_layers",
+        "fixed value 2",
+    ),
+    ("reference-unknown", PARAMS + "[reference]\nlearnig_rate = 0.1", "reference.learnig_rate", "did you mean"),
 ]
 
 

@@ -15,6 +15,7 @@ from stores import atelier_case, journal_study, local_client
 from search.data import IDX_PLACES
 from search.study import MAX_FAILURES_IN_A_ROW
 from search.tracking import run_name
+from search.warm_start import SOURCE_ATTR
 
 pytestmark = pytest.mark.e2e  # every test here trains real searches through the command line
 
@@ -148,6 +149,9 @@ WILD_SPACE = """
 optimizer = "sgd"
 l2 = 0.5
 learning_rate = {choices = [1e-2, 10.0]}
+
+[reference]  # run first
+learning_rate = 10.0
 """
 DOOMED_SPACE = """
 [params]
@@ -304,6 +308,9 @@ def test_diverging_trial_fails_with_reason_and_the_search_goes_on(search_cases: 
     assert all("non-finite" in r.data.tags["atelier.reason"] for r in failed)
     assert all(t.params["learning_rate"] == 10.0 for t in study.get_trials() if t.state.name == "FAIL")
     assert sum(t.state.name == "COMPLETE" for t in study.get_trials()) == 3
+    first = study.get_trials()[0]  # the space's [reference], queued before anything is sampled
+    assert first.state.name == "FAIL" and first.user_attrs[SOURCE_ATTR] == "reference of space wild"
+    assert "the first trial runs the space's reference configuration" in search_cases.printed["wild"]["out"]
 
 
 def test_five_failed_trials_in_a_row_stop_the_search(search_cases: Prepared) -> None:

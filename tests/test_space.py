@@ -106,6 +106,30 @@ def test_per_block_parameters_follow_the_count() -> None:
     assert "dense_units_1" not in params and "dense_units" not in params
 
 
+def test_a_block_of_its_own_draws_from_its_own_range(tmp_path: Path) -> None:
+    """`conv_filters_2 = {...}` bounds block 2 only; the other blocks draw from `conv_filters`."""
+    path = tmp_path / "widening.toml"
+    path.write_text(
+        "[params]\nconv_blocks = 3\nconv_filters = {choices = [8, 16]}\nconv_filters_2 = {choices = [64, 96]}\n"
+    )
+    space = load_space(str(path))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = [sample(study.ask(), space) for _ in range(20)]
+    assert {d["conv_filters_0"] for d in drawn} | {d["conv_filters_1"] for d in drawn} == {8, 16}
+    assert {d["conv_filters_2"] for d in drawn} == {64, 96}
+    assert space.distribution("conv_filters_1") == Choice((8, 16)) and space.distribution("l2") == Fixed(0.0)
+
+
+def test_the_reference_is_the_first_trial_of_cnn_best() -> None:
+    """cnn-best's [reference] (the hand-made model) is a configuration of the space: enqueued, it is drawn as is."""
+    space = load_space("cnn-best")
+    study = optuna.create_study()
+    study.enqueue_trial(dict(space.reference))
+    first = sample(study.ask(), space)
+    assert {name: first[name] for name in space.reference} == dict(space.reference)
+    assert (first["conv_filters_0"], first["conv_filters_1"], first["conv_filters_2"]) == (32, 64, 128)
+
+
 def test_requires_drops_parameters_of_absent_blocks() -> None:
     """With zero conv blocks and zero dense layers, nothing that describes them is drawn or returned."""
     space = make_space(
