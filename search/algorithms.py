@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import PRUNERS, SAMPLERS
+from search.config import PRUNERS, SAMPLERS, Choice, Fixed, Space
 from search.errors import SetupError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -86,19 +86,31 @@ def _sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
     raise AssertionError(name)  # make_sampler checked the name
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """A pruner that judges trials by the metric reported each epoch.
+def first_rung(space: Space) -> int:
+    """The first epoch a trial may be judged at: the one after the longest learning-rate warm-up the space
+    draws. During its warm-up a model trains at a fraction of its rate, and a deeper one looks worse than it
+    is (measured: `cnn-best`'s reference model pruned at epoch 1, its warm-up, behind one-layer models)."""
+    warmup = space.distribution("warmup_epochs") if space.hypermodel is None else Fixed(0)
+    if isinstance(warmup, Fixed):
+        return 1 + int(warmup.value)
+    return 1 + int(max(warmup.choices) if isinstance(warmup, Choice) else warmup.high)
 
-    `halving` (asynchronous successive halving) stops a trial at epoch 1, 3, 9... unless it is in the best
-    third of the study's trials that reached that epoch. It has no brackets, so the sampler learns from
-    every trial; Optuna's Hyperband shows the sampler only the trials of the current trial's bracket.
+
+def make_pruner(name: str, max_epochs: int, first: int = 1) -> optuna.pruners.BasePruner:
+    """A pruner that judges trials by the metric reported each epoch, from epoch `first` on.
+
+    `halving` (asynchronous successive halving) stops a trial at epoch `first`, 3 x `first`, 9 x `first`...
+    unless it is in the best third of the study's trials that reached that epoch. It has no brackets, so the
+    sampler learns from every trial; Optuna's Hyperband shows the sampler only the trials of the current
+    trial's bracket.
     """
+    first = max(1, min(first, max_epochs))
     if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max_epochs, reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise SetupError(f"unknown pruner '{name}'; use one of {', '.join(PRUNERS)}")

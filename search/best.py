@@ -39,6 +39,7 @@ SEARCH_REPORT_SECONDS, SEARCH_REPORT_SHARE = 10.0, 0.05  # the study report afte
 # 10 s or 5% of the budget
 FINALIST_START_SECONDS = 15.0  # a finalist's process, data, predictions and save, outside its training time
 MIN_BUDGET_SECONDS = 60.0
+MIN_STRETCH = 2  # a finalist trains at least twice its trial's epochs (on every image), or fewer finalists train
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -91,6 +92,29 @@ def plan_budget(total: float, count: int | None = None, lanes: int | None = None
     return BudgetPlan(total, search, total - closing - search, closing, count, min(lanes, count))
 
 
+def affordable(trials: list[FrozenTrial], plan: BudgetPlan, seconds: float, scale: float) -> list[FrozenTrial]:
+    """The most of `trials` (best first, never fewer than one round of lanes) that each train at least
+    MIN_STRETCH times their search epochs in `seconds` of finalists' time: an epoch on every image is
+    estimated from the trial's own pace times `scale`, the ratio of images. Four finalists of a few
+    epochs each make a weaker ensemble than two trained long enough to pass their trials."""
+    for count in range(len(trials), min(plan.lanes, len(trials)), -1):
+        each = replace(plan, count=count, lanes=min(plan.lanes, count)).each(seconds)
+        if all(each / (_pace(t) * scale) >= MIN_STRETCH * t.user_attrs.get("epochs", 1) for t in trials[:count]):
+            return trials[:count]
+    return trials[: min(plan.lanes, len(trials))]
+
+
+def _pace(trial: FrozenTrial) -> float:
+    """A trial's seconds per epoch in the search (its fit, validation included)."""
+    return trial.user_attrs.get("fit_seconds", 0.0) / max(1, trial.user_attrs.get("epochs", 1))
+
+
+def _scale(subsample: float | int, every_image: int) -> float:
+    """How many times more images a finalist trains on than a trial did."""
+    searched = min(subsample, every_image) if subsample > 1 else subsample * every_image
+    return every_image / max(1.0, searched)
+
+
 @dataclass(frozen=True)
 class BestResult:
     """What `atelier best` did, phase by phase."""
@@ -124,7 +148,6 @@ def run_best(
     trials = best_trials(optuna.load_study(study_name=searched.study_name, storage=storage), plan.count)
     if not trials:
         raise SetupError(f"the search completed no trial in {_clock(seconds['search'])}; give a longer --budget")
-    plan = replace(plan, count=len(trials), lanes=min(plan.lanes, len(trials)))
     stage = open_stage(
         store,
         find_source(storage, searched.study_name, None),
@@ -133,10 +156,15 @@ def run_best(
         every_image=True,
         with_validation=False,
     )
-    each = plan.each(budget - (time.monotonic() - started) - plan.closing)
+    left = budget - (time.monotonic() - started) - plan.closing
+    if count is None:
+        trials = affordable(trials, plan, left, _scale(objective.data.subsample, len(stage.data.train)))
+    fewer = f" (fewer than {plan.count}: more would train under {MIN_STRETCH}x their search epochs)"
+    plan, planned = replace(plan, count=len(trials), lanes=min(plan.lanes, len(trials))), plan.count
+    each = plan.each(left)
     say(
         f"finalists: trials {', '.join(str(t.number) for t in trials)} on {len(stage.data.train)} images, "
-        f"{_clock(each)} of training each, {plan.lanes} at a time"
+        f"{_clock(each)} of training each, {plan.lanes} at a time{fewer if len(trials) < planned else ''}"
     )
     study_run = Tracker(store.tracking).study_run(stage.experiment_id, searched.study_name)
     with tempfile.TemporaryDirectory() as folder:

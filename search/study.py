@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from search.algorithms import make_pruner, make_sampler
+from search.algorithms import first_rung, make_pruner, make_sampler
 from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
@@ -241,7 +241,7 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         study = optuna.load_study(
             study_name=plan.study_name,
             storage=plan.store.storage(),
-            pruner=make_pruner(objective.pruner, objective.max_epochs),
+            pruner=make_pruner(objective.pruner, objective.max_epochs, first_rung(plan.space)),
         )
         study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.algorithms import make_pruner, make_sampler
+from search.algorithms import first_rung, make_pruner, make_sampler
+from search.config import load_space
 from search.errors import SetupError
 
 
@@ -53,3 +54,22 @@ def test_unknown_names_are_setup_errors() -> None:
         make_sampler("bayes", 0, 10)
     with pytest.raises(SetupError, match="unknown pruner 'asha'; use one of"):
         make_pruner("asha", 5)
+
+
+def test_no_trial_is_judged_during_its_warm_up() -> None:
+    """cnn-best warms up for an epoch: its first rung is epoch 2, where a trial worse than every other at
+    epoch 1 is not pruned at epoch 1; a space without warm-up is judged from epoch 1."""
+    assert first_rung(load_space("cnn-best")) == 2 and first_rung(load_space("cnn-quick")) == 1
+    for first, pruned_at_1 in ((1, True), (2, False)):
+        study = optuna.create_study(pruner=make_pruner("halving", 6, first))
+        for value in (0.1, 0.2, 0.3):
+            trial = study.ask()
+            for epoch in (1, 2):
+                trial.report(value, epoch)
+                trial.should_prune()  # records the trial at the rung
+            study.tell(trial, value)
+        late = study.ask()
+        late.report(9.0, 1)
+        assert late.should_prune() is pruned_at_1
+        late.report(9.0, 2)
+        assert late.should_prune() is not pruned_at_1  # epoch 2 is a rung only when the first is 2

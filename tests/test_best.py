@@ -9,11 +9,12 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pytest
 from mlflow import MlflowClient
 from stores import atelier_case, local_client
 
-from search.best import CLOSING_SECONDS, parse_budget, plan_budget
+from search.best import CLOSING_SECONDS, MIN_STRETCH, affordable, parse_budget, plan_budget
 from search.config import load_objective
 from search.data import load_search_data, reader
 from search.errors import SetupError
@@ -86,6 +87,27 @@ def test_the_ensemble_is_chosen_on_validation_and_served_like_a_single_model(
         folder, "predict", "--model", "models:/best@champion", "--input", "x.npy", "--format", "csv"
     )
     assert predicted["status"] == 0 and len(str(predicted["out"]).strip().splitlines()) == 8
+
+
+def _trial(number: int, seconds_an_epoch: float, epochs: int = 6) -> optuna.trial.FrozenTrial:
+    """A finished trial of the search that trained `epochs` epochs at `seconds_an_epoch` on its subsample."""
+    attrs = {"epochs": epochs, "fit_seconds": seconds_an_epoch * epochs}
+    trial = optuna.trial.create_trial(value=1.0 / (number + 1), params={}, distributions={}, user_attrs=attrs)
+    trial.number = number
+    return trial
+
+
+def test_finalists_are_as_many_as_can_train_twice_their_search_epochs() -> None:
+    """Four finalists when each gets at least 2 x 6 epochs on all images, else the two best (one per lane)."""
+    plan = plan_budget(2 * 3600, lanes=2)
+    quick = [_trial(n, 20.0) for n in range(4)]  # 80 s an epoch on 4 times the images: 12 epochs need 960 s
+    assert affordable(quick, plan, 4000, scale=4.0) == quick  # 2 rounds: about 1985 s each
+    slow = quick[:3] + [_trial(3, 80.0)]  # 320 s an epoch: 12 epochs need 3840 s, which only one round gives
+    assert affordable(slow, plan, 4000, scale=4.0) == slow[:3]  # the slow one dropped, the round kept
+    slowest = [_trial(n, 80.0) for n in range(4)]
+    assert affordable(slowest, plan, 8000, scale=4.0) == slowest[:2]
+    assert affordable(slowest, plan, 100, scale=4.0) == slowest[:2]  # never fewer than a round of lanes
+    assert MIN_STRETCH == 2
 
 
 def test_the_plan_splits_the_budget_and_keeps_a_closing_reserve() -> None:

@@ -43,7 +43,7 @@ import optuna
 from keras_tuner.src import config as keras_tuner_config
 from optuna.trial import TrialState
 
-from search.algorithms import make_pruner, make_sampler
+from search.algorithms import first_rung, make_pruner, make_sampler
 from search.bench.space_hypermodel import SpaceHyperModel
 from search.candidate import TrialOutcome, run_candidate, space_build
 from search.config import Objective, Space
@@ -203,7 +203,7 @@ def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
     study = optuna.create_study(
         direction=objective.direction,
         sampler=make_sampler(sampler_name, job.seed, objective.trials),
-        pruner=make_pruner(pruner_name, objective.max_epochs),
+        pruner=make_pruner(pruner_name, objective.max_epochs, first_rung(job.space)),
     )
     outcomes: Counter[str] = Counter()
     fit_seconds = 0.0
