@@ -45,7 +45,7 @@ best: setup
 	$(BIN)/atelier best $(BEST_ARGS)
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30  # the slowest tests and fixtures, to keep the suite under 10 minutes
 
 # The fast tier: everything but the end-to-end tests (marked e2e: searches trained through the command line,
 # servers, the browser, killed processes, the bench); under 2 minutes on 2 CPU cores.

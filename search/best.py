@@ -200,9 +200,10 @@ def _ensemble(
     say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
     longer = next((f for f in finalists if f.trial.number == best.number), finalists[0])
     ladder = {"val_accuracy_best_trial": float(best.user_attrs.get("best_val_accuracy", float("nan")))}
+    figures = finalist_figures(longer, y)
     ladder |= {
-        "val_accuracy_best_trial_longer": finalist_figures(longer, y)["val_accuracy"],
-        "val_accuracy_best_trial_longer_mirror": finalist_figures(longer, y)["val_accuracy_mirror"],
+        "val_accuracy_best_trial_longer": figures["val_accuracy"],
+        "val_accuracy_best_trial_longer_mirror": figures["val_accuracy_mirror"],
         "val_accuracy_ensemble": selection.val_accuracy,
     }
     run_id = _record_ensemble(stage, study_run, selection, names, runs, ladder)

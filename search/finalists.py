@@ -32,7 +32,7 @@ from search.gates import PREDICT_BATCH
 from search.hypermodel import fit_labels
 from search.promote import Stage
 from search.tracking import PARENT_TAG
-from search.train import TimedEpochs, schedule_callbacks
+from search.train import timed_callbacks
 from search.worker_server import start_worker_server
 
 FINALIST_KIND = "finalist"
@@ -189,9 +189,8 @@ def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     keras.utils.set_random_seed(job.seed)
     model, params = rebuild_trial(space, job.trial, data)
     cap = MAX_STRETCH * int(job.trial.user_attrs.get("epochs", 10))
-    callbacks = schedule_callbacks(params, cap)
-    timed = TimedEpochs(job.seconds, next(iter(callbacks), None))
-    callbacks.append(timed)
+    callbacks = timed_callbacks(params, job.seconds, cap)
+    timed = callbacks[-1]
     started = time.perf_counter()
     history = model.fit(
         data.train.x,

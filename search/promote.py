@@ -44,7 +44,7 @@ from search.secrets import redact
 from search.store import Store
 from search.study import latest_study_name
 from search.tracking import MODEL_FILE, promotion_run_name
-from search.train import TimedEpochs, schedule_callbacks
+from search.train import schedule_callbacks, timed_callbacks
 
 PROMOTION_KIND = "promotion"
 REFIT_MAX_STRETCH = 4  # a timed refit trains at most this many times the search's epochs
@@ -312,8 +312,7 @@ def _candidate(
         epochs, callbacks = source.best_epoch, schedule_callbacks(params, search_epochs)  # the search's schedule
     else:
         epochs = REFIT_MAX_STRETCH * search_epochs
-        callbacks = schedule_callbacks(params, epochs)
-        callbacks.append(TimedEpochs(refit_seconds, next(iter(callbacks), None)))
+        callbacks = timed_callbacks(params, refit_seconds, epochs)
     history = model.fit(
         training.x,
         fit_labels(model, training.y, data.n_classes),

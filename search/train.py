@@ -162,6 +162,13 @@ def schedule_callbacks(params: Mapping[str, Scalar], epochs: int) -> list[keras.
     return [EpochSchedule(float(params["learning_rate"]), epochs, warmup, cosine)]
 
 
+def timed_callbacks(params: Mapping[str, Scalar], seconds: float, cap: int) -> list[keras.callbacks.Callback]:
+    """The parameters' schedule and a `TimedEpochs` (last) that trains as many epochs, up to `cap`, as fit in
+    `seconds`, the schedule's horizon following its plan; pass `epochs=cap` to the fit."""
+    callbacks = schedule_callbacks(params, cap)
+    return [*callbacks, TimedEpochs(seconds, next(iter(callbacks), None))]
+
+
 def fit(
     model: keras.Model,
     data: SearchData,
