@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from search.backend import keras
-from search.schema import PARAMETERS, Scalar
+from search.schema import PARAMETERS, PLAIN_LOSS, Scalar
 
 MAX_DROPOUT = 0.9  # a block's dropout, however much it grows per block
 
@@ -63,7 +63,7 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     model.compile(
         optimizer=make_optimizer(str(p["optimizer"]), float(p["learning_rate"]), float(p["weight_decay"])),
         loss=SmoothedSparseCrossentropy(smoothing) if smoothing else "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name=PLAIN_LOSS)],
     )
     return model
 

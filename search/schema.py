@@ -14,6 +14,8 @@ Scalar = bool | int | float | str
 
 # What `model.fit` reports each epoch; the only names a search may monitor.
 EPOCH_METRICS: tuple[str, ...] = ("loss", "accuracy", "val_loss", "val_accuracy")
+# The plain cross-entropy that atelier's models also report; training reports it as `val_loss` (see train.py).
+PLAIN_LOSS = "crossentropy"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import optuna
 from search.backend import keras
 from search.data import SearchData
 from search.errors import SetupError
-from search.schema import Scalar
+from search.schema import PLAIN_LOSS, Scalar
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
@@ -67,7 +67,7 @@ class _Watch(keras.callbacks.Callback):
         self.best_weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
-        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        metrics = _judged_alike({name: float(value) for name, value in (logs or {}).items()})
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.history.append(metrics)
         step = epoch + 1
@@ -99,6 +99,19 @@ class _Watch(keras.callbacks.Callback):
     def _stop_at_the_deadline(self, when: str) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise optuna.TrialPruned(f"stopped at the search's timeout {when} of {self.params['epochs']}")
+
+
+def _judged_alike(metrics: dict[str, float]) -> dict[str, float]:
+    """`val_loss` as the plain cross-entropy on validation, when the model reports it (atelier's models do).
+
+    Keras's validation loss is the training loss: smoothed labels and the L2 penalty raise it, so models
+    with more of either would be judged worse for it alone; label smoothing and L2 shape the training
+    loss only. `loss` stays what training minimized.
+    """
+    if f"val_{PLAIN_LOSS}" in metrics:
+        metrics["val_loss"] = metrics.pop(f"val_{PLAIN_LOSS}")
+    metrics.pop(PLAIN_LOSS, None)
+    return metrics
 
 
 class EpochSchedule(keras.callbacks.Callback):

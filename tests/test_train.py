@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 
 from search.backend import keras
@@ -47,8 +48,22 @@ def test_model_ends_with_its_best_epochs_weights(digits: SearchData) -> None:
     assert result.outcome is FitOutcome.COMPLETED and result.epochs == 5
     accuracies = [epoch["val_accuracy"] for epoch in result.history]
     assert result.best_epoch == accuracies.index(max(accuracies)) + 1
-    _, accuracy = model.evaluate(digits.val.x, digits.val.y, verbose=0)
+    accuracy = model.evaluate(digits.val.x, digits.val.y, verbose=0, return_dict=True)["accuracy"]
     assert accuracy == pytest.approx(max(accuracies), abs=1e-6)
+
+
+def test_val_loss_is_the_plain_crossentropy_whatever_smooths_or_penalizes_training(digits: SearchData) -> None:
+    """With label smoothing and L2, Keras's validation loss is the training loss (higher for more of either);
+    the val_loss a trial is judged by is the plain cross-entropy of its predictions."""
+    params = PARAMS | {"label_smoothing": 0.15, "l2": 1e-3}
+    model = build_model(params, digits.input_shape, digits.n_classes)
+    result = fit(model, digits, params, max_epochs=3, monitor="val_loss", direction="minimize")
+    assert not [name for epoch in result.history for name in epoch if "crossentropy" in name]
+    proba = np.clip(model.predict(digits.val.x, verbose=0), 1e-7, 1.0)
+    plain = float(-np.mean(np.log(proba[np.arange(len(proba)), digits.val.y])))
+    assert result.best["val_loss"] == pytest.approx(plain, rel=1e-3)
+    keras_loss = model.evaluate(digits.val.x, digits.val.y, verbose=0, return_dict=True)["loss"]
+    assert keras_loss > plain + 0.05  # what the pruner compared before
 
 
 def test_a_metric_training_does_not_produce_stops_at_once(digits: SearchData) -> None:
