@@ -15,6 +15,7 @@ from search.backend import keras
 from search.data import SearchData
 from search.errors import SetupError
 from search.schema import PLAIN_LOSS, Scalar
+from search.warm_start import SOURCE_ATTR
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
@@ -61,6 +62,9 @@ class _Watch(keras.callbacks.Callback):
         super().__init__()
         self.monitor, self.sign = monitor, (1.0 if direction == "minimize" else -1.0)
         self.trial, self.on_epoch, self.deadline = trial, on_epoch, deadline
+        # A queued configuration (a space's [reference], a warm start) is there to be measured, not screened:
+        # it reports to its rungs, so other trials are judged against it, but it runs to its last epoch.
+        self.screened = trial is not None and SOURCE_ATTR not in trial.user_attrs
         self.history: list[dict[str, float]] = []
         self.best_epoch, self.best_score = 0, math.inf
         self.best: dict[str, float] = {}
@@ -89,7 +93,7 @@ class _Watch(keras.callbacks.Callback):
             self.trial.report(metrics[self.monitor], step)
         if step == self.params["epochs"]:  # a finished fit is complete
             return
-        if self.trial is not None and self.trial.should_prune():
+        if self.trial is not None and self.trial.should_prune() and self.screened:
             raise optuna.TrialPruned(f"pruned at epoch {step}: {self.monitor} {metrics[self.monitor]:.4f}")
         self._stop_at_the_deadline(f"after epoch {step}")
 

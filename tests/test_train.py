@@ -6,6 +6,7 @@ import math
 import time
 
 import numpy as np
+import optuna
 import pytest
 
 from search.backend import keras
@@ -14,6 +15,7 @@ from search.data import SearchData, load_search_data
 from search.errors import SetupError
 from search.model import build_model
 from search.train import EpochSchedule, FitOutcome, TimedEpochs, fit
+from search.warm_start import SOURCE_ATTR
 
 PARAMS = {"dense_layers": 1, "dense_units_0": 32, "learning_rate": 0.01, "batch_size": 64}
 
@@ -64,6 +66,29 @@ def test_val_loss_is_the_plain_crossentropy_whatever_smooths_or_penalizes_traini
     assert result.best["val_loss"] == pytest.approx(plain, rel=1e-3)
     keras_loss = model.evaluate(digits.val.x, digits.val.y, verbose=0, return_dict=True)["loss"]
     assert keras_loss > plain + 0.05  # what the pruner compared before
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["sampled", "queued"])
+def test_a_queued_configuration_runs_to_its_end_where_a_sampled_one_is_pruned(digits: SearchData, queued: bool) -> None:
+    """Against three trials no model can beat (val_loss 0 at every epoch), a sampled trial is pruned at the
+    first rung; a queued one (a space's reference, a warm start) is reported at the rung and trains on."""
+    study = optuna.create_study(pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3))
+    for _ in range(3):
+        unbeatable = study.ask()
+        for epoch in (1, 2, 3):
+            unbeatable.report(0.0, epoch)
+            unbeatable.should_prune()
+        study.tell(unbeatable, 0.0)
+    if queued:
+        study.enqueue_trial({}, user_attrs={SOURCE_ATTR: "reference of space test"})
+    trial = study.ask()
+    model = build_model(PARAMS, digits.input_shape, digits.n_classes)
+    result = fit(model, digits, PARAMS, max_epochs=3, monitor="val_loss", direction="minimize", trial=trial)
+    if not queued:
+        assert result.outcome is FitOutcome.PRUNED and result.reason.startswith("pruned at epoch 1")
+        return
+    assert result.outcome is FitOutcome.COMPLETED and result.epochs == 3
+    assert trial.should_prune()  # what the pruner said, and the fit did not act on
 
 
 def test_a_metric_training_does_not_produce_stops_at_once(digits: SearchData) -> None:
