@@ -312,7 +312,7 @@ def _best(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from search.study import load_existing_study
+    from search.store import load_existing_study
     from search.tables import render, trials_table
 
     study = load_existing_study(_unchecked_store(args), args.study)

@@ -41,8 +41,7 @@ from search.paths import check_name
 from search.registered import load_keras_model, save_classifier
 from search.schema import Scalar
 from search.secrets import redact
-from search.store import Store
-from search.study import latest_study_name
+from search.store import Store, latest_study_name
 from search.tracking import MODEL_FILE, promotion_run_name
 from search.train import schedule_callbacks, timed_callbacks
 

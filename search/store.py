@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
+import optuna
 import requests
 from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -16,6 +18,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from search.errors import SetupError
+from search.paths import check_name
 from search.secrets import redact
 from search.tracking import check_tracking_uri, sqlite_database
 
@@ -157,3 +160,24 @@ def _reconnect_with_backoff(dialect, record, cargs, cparams):
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 16.0)
+
+
+def latest_study_name(storage: BaseStorage) -> str:
+    """The study whose first trial started last; among studies without trials, the newest."""
+    summaries = optuna.get_all_study_summaries(storage)
+    if not summaries:
+        raise SetupError("the store holds no study yet; run `atelier run` first")
+    order = {id(s): (s.datetime_start or datetime.min, index) for index, s in enumerate(summaries)}
+    return max(summaries, key=lambda s: order[id(s)]).study_name
+
+
+def load_existing_study(store: Store, name: str | None) -> optuna.Study:
+    """The study called `name` (default: the most recent) in the store, or a SetupError naming what is wrong."""
+    if name is not None:
+        check_name(name, "--study")
+    storage = store.check().existing_storage()
+    name = name or latest_study_name(storage)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None

@@ -13,7 +13,6 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -25,9 +24,7 @@ from search.algorithms import first_rung, make_pruner, make_sampler
 from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
-from search.paths import check_name
 from search.recovery import recover_orphans, worker_id
-from search.store import Store
 from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 from search.worker_server import start_worker_server
 
@@ -72,27 +69,6 @@ def open_study(
         if key not in recorded:
             study.set_user_attr(key, value)
     return study
-
-
-def latest_study_name(storage: BaseStorage) -> str:
-    """The study whose first trial started last; among studies without trials, the newest."""
-    summaries = optuna.get_all_study_summaries(storage)
-    if not summaries:
-        raise SetupError("the store holds no study yet; run `atelier run` first")
-    order = {id(s): (s.datetime_start or datetime.min, index) for index, s in enumerate(summaries)}
-    return max(summaries, key=lambda s: order[id(s)]).study_name
-
-
-def load_existing_study(store: Store, name: str | None) -> optuna.Study:
-    """The study called `name` (default: the most recent) in the store, or a SetupError naming what is wrong."""
-    if name is not None:
-        check_name(name, "--study")
-    storage = store.check().existing_storage()
-    name = name or latest_study_name(storage)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise SetupError(f"unknown study '{name}'; see the studies with `atelier show` or pass --study") from None
 
 
 def counted(study: optuna.Study) -> int:

@@ -22,8 +22,7 @@ from search.paths import check_output_folder
 from search.reports.data import summary, write_data_report
 from search.reports.study import StudyReport, tally, write_study_report
 from search.secrets import redact, without_credentials
-from search.store import Store
-from search.study import load_existing_study
+from search.store import Store, load_existing_study
 from search.tracking import Tracker
 
 DATA_KIND, DATA_RUN = "data", "data-report"
