@@ -191,10 +191,11 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _time_for_an_epoch(study: optuna.Study, deadline: float | None) -> bool:
-    """Whether a new trial could train one epoch before `deadline`, at the median pace of the study's trials.
+def _time_to_be_judged(study: optuna.Study, deadline: float | None, epochs: int) -> bool:
+    """Whether a new trial could train `epochs` epochs (its first rung) before `deadline`, at the median pace
+    of the study's trials.
 
-    A trial started later would be stopped at the deadline having trained nothing worth its time.
+    A trial started later would be stopped at the deadline before anything judged it: time for nothing.
     """
     if deadline is None:
         return True
@@ -203,7 +204,7 @@ def _time_for_an_epoch(study: optuna.Study, deadline: float | None) -> bool:
         for t in study.get_trials(deepcopy=False, states=COUNTED)
         if t.user_attrs.get("epochs") and "trial_seconds" in t.user_attrs
     ]
-    return time.monotonic() + (statistics.median(paces) if paces else 0.0) < deadline
+    return time.monotonic() + epochs * (statistics.median(paces) if paces else 0.0) < deadline
 
 
 def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, send: Connection) -> None:
@@ -222,7 +223,8 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)
         for _ in range(limit):
-            if not wanted(study, objective.trials) or not _time_for_an_epoch(study, deadline):
+            judged_at = min(first_rung(plan.space), objective.max_epochs)
+            if not wanted(study, objective.trials) or not _time_to_be_judged(study, deadline, judged_at):
                 break
             send.send(("trial", _one_trial(study, ctx, deadline)))
     except SetupError as error:
