@@ -168,9 +168,9 @@ def load_space(name_or_path: str) -> Space:
         )
     params_table = table.get("params", {})
     where.require(isinstance(params_table, dict), "params", "must be a table: [params]")
-    params = {}
-    for key, raw in params_table.items():
-        params[key] = _distribution(where, f"params.{key}", _param_spec(where, key, params_table), raw)
+    params: dict[str, Distribution] = {}
+    for key, raw in sorted(params_table.items(), key=lambda item: _block_of(item[0]) is not None):  # counts first
+        params[key] = _distribution(where, f"params.{key}", _param_spec(where, key, params), raw)
     space = Space(name=path.stem, path=path, params=params, description=description, text=text)
     reference = table.get("reference", {})
     where.require(isinstance(reference, dict), "reference", "must be a table: [reference]")
@@ -179,47 +179,58 @@ def load_space(name_or_path: str) -> Space:
     return replace(space, reference=reference)
 
 
-def _param_spec(where: Where, key: str, params_table: Mapping[str, Any]) -> ParamSpec:
-    """The parameter a [params] key names: a parameter, or one block of a per-block one (`conv_filters_2`)."""
-    spec = PARAMETERS.get(key)
+def _block_of(key: str) -> tuple[ParamSpec, int] | None:
+    """The per-block parameter and block index that `key` names (`conv_filters_2`), or None."""
     block = PER_BLOCK.fullmatch(key)
-    if spec is None and block is not None and block.group(1) in PARAMETERS and PARAMETERS[block.group(1)].per:
-        spec = PARAMETERS[block.group(1)]
-        index, count = int(block.group(2)), _highest(params_table.get(spec.per, PARAMETERS[spec.per].default))
+    if block is None or key in PARAMETERS:
+        return None
+    spec = PARAMETERS.get(block.group(1))
+    return (spec, int(block.group(2))) if spec is not None and spec.per else None
+
+
+def _param_spec(where: Where, key: str, params: Mapping[str, Distribution]) -> ParamSpec:
+    """The parameter a [params] key names: a parameter, or one block of a per-block one (`conv_filters_2`),
+    which must exist for the largest count the space draws (`params` holds the counts already read)."""
+    block = _block_of(key)
+    if block is not None:
+        spec, index = block
+        count = _largest(params.get(spec.per, Fixed(PARAMETERS[spec.per].default)))
         where.require(
             index < count,
             f"params.{key}",
             f"block {index} does not exist: {spec.per} is at most {count}; number blocks from 0",
         )
-    if spec is None:
+        return spec
+    if key not in PARAMETERS:
         where.fail(f"params.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}; known: {', '.join(PARAMETERS)}")
-    return spec
+    return PARAMETERS[key]
 
 
-def _highest(raw: Any) -> int:
-    """The largest value a count parameter's raw [params] entry allows."""
-    if isinstance(raw, dict):
-        return max(raw.get("choices", [raw.get("high", 0)]))
-    return int(raw)
+def _largest(distribution: Distribution) -> int:
+    """The largest value a count's distribution draws."""
+    if isinstance(distribution, Fixed):
+        return int(distribution.value)
+    if isinstance(distribution, Choice):
+        return int(max(distribution.choices))
+    return int(distribution.high)
 
 
 def _check_reference(where: Where, space: Space, key: str, value: Any) -> None:
     """A [reference] value must be one the space can draw for that name."""
-    block = PER_BLOCK.fullmatch(key)
-    known = key in PARAMETERS or (block is not None and block.group(1) in PARAMETERS and PARAMETERS[block.group(1)].per)
-    where.require(bool(known), f"reference.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}")
+    known = key in PARAMETERS or _block_of(key) is not None
+    where.require(known, f"reference.{key}", f"unknown parameter{did_you_mean(key, PARAMETERS)}")
     distribution = space.distribution(key)
+    where.require(
+        not isinstance(value, bool) or isinstance(distribution, (Fixed, Choice)),
+        f"reference.{key}",
+        "is true or false but the space draws a number",
+    )
     if isinstance(distribution, Fixed):
         inside = value == distribution.value
     elif isinstance(distribution, Choice):
         inside = value in distribution.choices
     else:
         inside = isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
-    where.require(
-        not isinstance(value, bool) or isinstance(distribution, (Fixed, Choice)),
-        f"reference.{key}",
-        "is true or false but the space draws a number",
-    )
     where.require(inside, f"reference.{key}", f"{value!r} is outside the space's {_describe(distribution)}; change one")
 
 
