@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import PRUNERS, SAMPLERS, Choice, Fixed, Space
+from search.config import PRUNERS, SAMPLERS, Space, largest
 from search.errors import SetupError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -90,10 +90,7 @@ def first_rung(space: Space) -> int:
     """The first epoch a trial may be judged at: the one after the longest learning-rate warm-up the space
     draws. During its warm-up a model trains at a fraction of its rate, and a deeper one looks worse than it
     is (measured: `cnn-best`'s reference model pruned at epoch 1, its warm-up, behind one-layer models)."""
-    warmup = space.distribution("warmup_epochs") if space.hypermodel is None else Fixed(0)
-    if isinstance(warmup, Fixed):
-        return 1 + int(warmup.value)
-    return 1 + int(max(warmup.choices) if isinstance(warmup, Choice) else warmup.high)
+    return 1 + (largest(space.distribution("warmup_epochs")) if space.hypermodel is None else 0)
 
 
 def make_pruner(name: str, max_epochs: int, first: int = 1) -> optuna.pruners.BasePruner:

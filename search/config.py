@@ -194,7 +194,7 @@ def _param_spec(where: Where, key: str, params: Mapping[str, Distribution]) -> P
     block = _block_of(key)
     if block is not None:
         spec, index = block
-        count = _largest(params.get(spec.per, Fixed(PARAMETERS[spec.per].default)))
+        count = largest(params.get(spec.per, Fixed(PARAMETERS[spec.per].default)))
         where.require(
             index < count,
             f"params.{key}",
@@ -206,8 +206,8 @@ def _param_spec(where: Where, key: str, params: Mapping[str, Distribution]) -> P
     return PARAMETERS[key]
 
 
-def _largest(distribution: Distribution) -> int:
-    """The largest value a count's distribution draws."""
+def largest(distribution: Distribution) -> int:
+    """The largest whole value a count's (or a number of epochs') distribution draws."""
     if isinstance(distribution, Fixed):
         return int(distribution.value)
     if isinstance(distribution, Choice):

@@ -222,8 +222,8 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         )
         study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)
+        judged_at = min(first_rung(plan.space), objective.max_epochs)
         for _ in range(limit):
-            judged_at = min(first_rung(plan.space), objective.max_epochs)
             if not wanted(study, objective.trials) or not _time_to_be_judged(study, deadline, judged_at):
                 break
             send.send(("trial", _one_trial(study, ctx, deadline)))
