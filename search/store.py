@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +13,12 @@ from urllib.parse import urlparse
 import optuna
 import requests
 from mlflow.exceptions import MlflowException
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from requests.exceptions import RequestException
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from search.errors import SetupError
 from search.paths import check_name
@@ -53,7 +56,7 @@ class Store:
 
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
-                storage = RDBStorage(
+                storage = ReconnectingRDBStorage(
                     url,
                     engine_kwargs={"pool_pre_ping": True},
                     heartbeat_interval=HEARTBEAT_SECONDS,
@@ -160,6 +163,54 @@ def _reconnect_with_backoff(dialect, record, cargs, cparams):
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 16.0)
+
+
+class ReconnectingRDBStorage(RDBStorage):
+    """An RDBStorage whose calls outlive a database restart: a call cut by a lost connection is made again.
+
+    `pool_pre_ping` and `_reconnect_with_backoff` cover connections lost between calls; a query in
+    flight when the server goes down fails instead (psycopg's AdminShutdown), and is retried here on a
+    new connection until RECONNECT_SECONDS have passed. The cut transaction was rolled back, so a call
+    is made again whole (a write whose commit reached the server just as it stopped is the rare case
+    made twice).
+    """
+
+
+def _remade_after_disconnects(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(self: RDBStorage, *args, **kwargs):
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except StorageInternalError as error:
+                if not _connection_lost(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)  # the pool dropped the cut connection; the next checkout reconnects
+
+    return call
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    """Whether a lost connection (not bad data, not a constraint) lies behind `error`."""
+    while error is not None:
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+_STORAGE_CALLS = (
+    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
+    "get_best_trial", "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat",
+    "_get_stale_trial_ids", "_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
+)  # fmt: skip (the last four are what Optuna's cache calls instead of their public forms)
+for _name in _STORAGE_CALLS:
+    setattr(ReconnectingRDBStorage, _name, _remade_after_disconnects(getattr(RDBStorage, _name)))
 
 
 def latest_study_name(storage: BaseStorage) -> str:

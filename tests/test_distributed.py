@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 import optuna
+import psycopg
 import pytest
 from background import Background, Prepared
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from servers import mlflow_server, postgres_server
+from servers import PostgresServer, mlflow_server, postgres_server
 from sqlalchemy.exc import SQLAlchemyError
+
+from search.store import Store
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses on PostgreSQL and an `mlflow server`
 TARGET = 6
@@ -162,3 +165,47 @@ def _has_finished_trial(storage: str) -> bool:
     except (KeyError, SQLAlchemyError):  # not made yet, or its tables are being made by the search
         return False
     return any(t.state is TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def test_a_storage_call_cut_mid_query_is_made_again(postgres: PostgresServer, tmp_path: Path) -> None:
+    """A query in flight when its connection is cut (what a database restart does to a busy search) is made
+    again on a new connection: held behind a table lock, its backend is terminated, then the lock released."""
+    postgres.create_database("optuna_cut")
+    url = postgres.url("optuna_cut")
+    study = optuna.create_study(study_name="cut", storage=Store(tmp_path, storage_url=url).storage())
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    storage, study_id = study._storage, study._study_id
+    answers: list[object] = []
+    reader = threading.Thread(target=lambda: answers.append(_attempt(storage.get_all_trials, study_id)))
+    with psycopg.connect(
+        host=postgres.host, port=postgres.port, user=postgres.user, password=postgres.password, dbname="optuna_cut"
+    ) as locker:
+        locker.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")  # held until the block's commit
+        reader.start()
+        waiting = _wait_for_backend_waiting_on(locker)
+        [[terminated]] = locker.execute("SELECT pg_terminate_backend(%s)", (waiting,)).fetchall()
+        assert terminated
+    reader.join(timeout=60)
+    [answer] = answers
+    assert not isinstance(answer, Exception), f"the cut call was not made again: {answer!r}"
+    assert [trial.value for trial in answer] == [0.5]
+
+
+def _attempt(call, *args):
+    try:
+        return call(*args)
+    except Exception as error:  # the test reports it
+        return error
+
+
+def _wait_for_backend_waiting_on(locker: psycopg.Connection) -> int:
+    """The process id of the backend whose query waits for a lock in this database."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = locker.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchall()
+        if rows:
+            return rows[0][0]
+        time.sleep(0.1)
+    raise AssertionError("the storage's query never waited on the lock")

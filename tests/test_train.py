@@ -111,7 +111,10 @@ def test_timed_epochs_train_what_fits_and_stretch_the_schedule_to_it(digits: Sea
     assert 3 <= trained < 10_000 and trained == timed.planned == schedule.epochs
     assert seconds < 3.0 + 2 * max(timed.durations)  # the plan errs by an epoch or so, never by the budget
     last_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # set as the last epoch began
-    assert last_rate < 0.1 * 0.01  # the decay ran its course within the time
+    # The decay ran its course within the time: the last epoch's rate is at most the cosine's next-to-last
+    # over the epochs trained (a plan shortened by a slow last epoch ends one step early); unstretched it
+    # would still be about 0.01.
+    assert last_rate <= schedule.rate(trained - 2) < 0.6 * 0.01
 
 
 def test_timed_epochs_never_pass_the_fits_epochs(digits: SearchData) -> None:
