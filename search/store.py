@@ -15,7 +15,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from requests.exceptions import RequestException
 from sqlalchemy import create_engine, event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -26,6 +26,11 @@ from search.secrets import redact
 from search.tracking import check_tracking_uri, sqlite_database
 
 JOURNAL_FILE = "optuna.journal"
+# A journal's lock is a symlink to the journal, held for the milliseconds of one append; one left by a killed
+# command is broken once the journal has not changed for this long. The journal's path is made absolute:
+# Optuna's lock links to the path as given, and a relative link dangles, which Optuna takes for a lock being
+# released and waits on forever (a SIGKILL mid-append hung the next command).
+JOURNAL_LOCK_GRACE_SECONDS = 10
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a trial silent for GRACE_SECONDS is an orphan
 RECONNECT_SECONDS = 120  # how long a lost database connection is retried before the search stops
@@ -49,9 +54,10 @@ class Store:
         """The Optuna storage: a journal file that several local processes can share, by default."""
         url = self.storage_url
         if url is None or not urlparse(url).scheme:
-            path = Path(url) if url else self.folder / JOURNAL_FILE
+            path = (Path(url) if url else self.folder / JOURNAL_FILE).resolve()
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
         from search.recovery import OrphanHandler
 
         for attempt in range(SCHEMA_ATTEMPTS):

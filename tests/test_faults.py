@@ -22,6 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 from servers import mlflow_server
 from stores import journal_study, local_client
 
+from search import store
+from search.store import Store
+
 pytestmark = pytest.mark.e2e  # real searches as subprocesses, killed; an `mlflow server`
 
 # Small slow trials: batch 8, 7 epochs and no pruning, so a trial stays mid-fit for seconds after its
@@ -134,6 +137,26 @@ def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Pa
     assert status == 0, err
     assert f"found orphaned trial {killed.number}" in out
     _check_recovered(workdir, killed, target=2)
+
+
+def test_a_journal_lock_left_by_a_killed_command_is_broken(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command killed mid-append leaves the journal's lock behind; the next command (relative store path, as
+    the CLI passes it) takes the lock once the journal has not changed for the grace period, and goes on."""
+    monkeypatch.setattr(store, "JOURNAL_LOCK_GRACE_SECONDS", 3)
+    killed = Store(Path("mlruns")).storage()
+    optuna.create_study(study_name="locked", storage=killed)
+    assert killed._backend._lock.acquire()  # held, never released: what a SIGKILL mid-append leaves
+    created: list[optuna.Study] = []
+    started = time.monotonic()
+    thread = threading.Thread(
+        target=lambda: created.append(optuna.create_study(study_name="next", storage=Store(Path("mlruns")).storage())),
+        daemon=True,
+    )
+    thread.start()
+    thread.join(timeout=30)
+    assert created, "the next command still waits on the lock after 30 s"
+    assert 3 <= time.monotonic() - started < 30
+    assert optuna.get_all_study_names(Store(Path("mlruns")).storage()) == ["locked", "next"]
 
 
 def test_a_killed_worker_is_replaced_and_the_search_goes_on(workdir: Path, atelier) -> None:
