@@ -22,6 +22,7 @@ from search.data import SearchData
 from search.errors import SetupError
 from search.schema import Scalar
 from search.secrets import redact
+from search.sqlite_schema import prepare_new_store
 
 if TYPE_CHECKING:  # `atelier ui` finds its runs page through this module: it must not start TensorFlow
     import keras
@@ -101,6 +102,9 @@ class Tracker:
 
     def __init__(self, tracking_uri: str) -> None:
         self.uri = check_tracking_uri(tracking_uri)
+        database = sqlite_database(tracking_uri)
+        if database is not None:
+            prepare_new_store(database)
         self.client = MlflowClient(tracking_uri)
 
     def experiment(self, study_name: str, tags: Mapping[str, str]) -> str:
