@@ -12,11 +12,15 @@ from search.sqlite_schema import prepare_new_store
 from search.tracking import Tracker
 
 
-def _schema(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str]]]:
-    """The tables and indexes of a sqlite database with their SQL, and its Alembic revision."""
+def _schema(path: Path) -> tuple[dict[str, list[str]], list[tuple[str]]]:
+    """The tables and indexes of a sqlite database, each its SQL's clauses sorted (MLflow's own migrations
+    list a table's constraints in varying order from one store to the next), and its Alembic revision."""
     with sqlite3.connect(path) as db:
-        objects = db.execute("SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
-        return objects.fetchall(), db.execute("SELECT version_num FROM alembic_version").fetchall()
+        objects = db.execute("SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+        revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    return {
+        name: sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()) for name, sql in objects
+    }, revision
 
 
 def test_a_new_store_is_the_schema_mlflow_makes_with_its_own_default_experiment(
