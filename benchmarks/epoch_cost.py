@@ -4,7 +4,9 @@ Trains the space's `[reference]` (cnn-best's hand-made model by default) on a sl
 objective's training images in this one process, after a traced warm-up fit, and prints seconds
 per 1,000 images and per epoch on 13,500 and 54,000 images, for each thread count and with
 augmentation or batch norm taken out, so the cost of each ingredient is known before a budget is
-planned around it. Run it with nothing else training.
+planned around it. Run it with nothing else training. oneDNN's kernels are on, as atelier sets them
+(`search/backend.py`); `TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python benchmarks/epoch_cost.py` measures
+TensorFlow's own kernels instead.
 
     .venv/bin/python benchmarks/epoch_cost.py --threads 1 2 --images 2560
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import time
 
 from search.config import Space
@@ -69,7 +72,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--images", type=int, default=2560, help="training images timed per measurement (2560)")
     args = parser.parse_args()
-    print(f"{args.space} [reference], {args.images} images timed per row")
+    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+    print(f"{args.space} [reference], {args.images} images timed per row, oneDNN {onednn}")
     print(f"{'variant':<18}{'threads':>8}{'s / 1k images':>15}{'s / epoch 13.5k':>17}{'s / epoch 54k':>15}")
     for name, change in VARIANTS.items():
         for threads in args.threads:
