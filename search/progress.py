@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import Objective
+from search.plan import TrialReport
 from search.study import counted
-from search.trial import TrialReport
 
 BAR_WIDTH = 24
 TICK_SECONDS = 1.0

@@ -109,12 +109,12 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
         f"from {data.source} in {time.perf_counter() - started:.2f} s"
     )
 
+    from search.plan import SearchContext, SearchPlan
     from search.progress import Progress
     from search.reports.runs import publish_data_report, publish_study_report, run_address
     from search.secrets import redact
     from search.study import open_study, optimize
     from search.tracking import dataset_inputs
-    from search.trial import SearchContext, SearchPlan
 
     if request.ends_by is not None:
         left = max(1.0, request.ends_by - time.monotonic())

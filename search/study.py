@@ -21,11 +21,10 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from search.algorithms import first_rung, make_pruner, make_sampler
-from search.backend import limit_threads
 from search.config import Objective, Space, objective_record
 from search.errors import SetupError
+from search.plan import SearchContext, SearchPlan, TrialReport
 from search.recovery import recover_orphans, worker_id
-from search.trial import SearchContext, SearchPlan, TrialReport, run_trial
 from search.worker_server import start_worker_server
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -208,21 +207,28 @@ def _time_to_be_judged(study: optuna.Study, deadline: float | None, epochs: int)
 
 
 def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, send: Connection) -> None:
-    """Run up to `limit` trials in this forked process, sending a report after each."""
+    """Run up to `limit` trials in this forked process, sending a report after each.
+
+    TensorFlow is imported here, in the worker (from the fork server, where `search.fork_ready` loaded it), never in
+    the process that runs the search.
+    """
+    from search.backend import limit_threads
+
     objective = plan.objective
     limit_threads(max(1, len(os.sched_getaffinity(0)) // workers))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported, with reasons, by the parent
     gc.collect()
     gc.freeze()  # libraries and data live as long as this process: keep them out of every collection
+    first = first_rung(plan.space)
     try:
         study = optuna.load_study(
             study_name=plan.study_name,
             storage=plan.store.storage(),
-            pruner=make_pruner(objective.pruner, objective.max_epochs, first_rung(plan.space)),
+            pruner=make_pruner(objective.pruner, objective.max_epochs, first),
         )
         study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
         ctx = SearchContext.connect(plan)
-        judged_at = min(first_rung(plan.space), objective.max_epochs)
+        judged_at = min(first, objective.max_epochs)
         for _ in range(limit):
             if not wanted(study, objective.trials) or not _time_to_be_judged(study, deadline, judged_at):
                 break
@@ -254,6 +260,8 @@ class _TrialFailed(Exception):
 
 def _one_trial(study: optuna.Study, ctx: SearchContext, deadline: float | None) -> TrialReport:
     """One trial through `study.optimize`, which keeps its heartbeat where the storage has one."""
+    from search.trial import run_trial  # TensorFlow: workers only (see `_worker`)
+
     reports = []
 
     def objective(trial: optuna.Trial) -> float:

@@ -5,71 +5,17 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import optuna
-from mlflow.entities import DatasetInput
 from optuna.trial import TrialState
 
 from search.backend import keras
 from search.candidate import Built, run_candidate, space_build
-from search.config import Objective, Space
-from search.data import SearchData
 from search.errors import SetupError
 from search.hypermodel import Hypermodel, TrialHyperParameters, training_params
+from search.plan import SearchContext, TrialReport
 from search.schema import Scalar
 from search.space import sample
-from search.store import Store
-from search.tracking import Tracker
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """Everything fixed before the first trial; it travels to each worker process."""
-
-    study_name: str
-    objective: Objective
-    space: Space
-    data: SearchData
-    store: Store
-    inputs: list[DatasetInput]
-
-
-@dataclass(frozen=True)
-class SearchContext:
-    """A plan joined to an MLflow connection of the process that runs the trials."""
-
-    plan: SearchPlan
-    tracker: Tracker
-    experiment_id: str
-    study_run_id: str  # the parent of the trials' runs
-
-    @classmethod
-    def connect(cls, plan: SearchPlan) -> SearchContext:
-        """Open MLflow in this process and find (or make) the study's experiment and its study run."""
-        tracker = Tracker(plan.store.tracking)
-        experiment_id = tracker.experiment(
-            plan.study_name,
-            {
-                "atelier.study": plan.study_name,
-                "atelier.space": plan.space.name,
-                "atelier.objective": plan.objective.name,
-                "atelier.metric": plan.objective.metric,
-                "atelier.direction": plan.objective.direction,
-            },
-        )
-        return cls(plan, tracker, experiment_id, tracker.study_run(experiment_id, plan.study_name))
-
-
-@dataclass(frozen=True)
-class TrialReport:
-    """How a trial ended, for Optuna's `tell` and the terminal."""
-
-    number: int
-    state: TrialState
-    value: float | None
-    reason: str = ""
-    summary: dict[str, float] = field(default_factory=dict)
 
 
 def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = None) -> TrialReport:

@@ -1,7 +1,7 @@
 """The server that search workers fork from: started once per process, as early as the caller likes.
 
-It imports `search.study` (TensorFlow, Keras, Optuna, MLflow) once, never running TensorFlow, so a
-new worker costs a fork rather than fresh imports. This module imports nothing heavy itself, so
+It imports `search.fork_ready` (TensorFlow, Keras, Optuna, MLflow and its database store) once, never
+running TensorFlow, so a new worker costs a fork rather than fresh imports. This module imports nothing heavy itself, so
 `atelier run` can start the server first and load its data while the server imports on the other core.
 """
 
@@ -11,7 +11,7 @@ import multiprocessing
 import multiprocessing.forkserver
 from multiprocessing.context import BaseContext
 
-PRELOAD = ["search.study"]
+PRELOAD = ["search.fork_ready"]
 
 
 def start_worker_server() -> BaseContext:

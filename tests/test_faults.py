@@ -127,6 +127,7 @@ def test_sigkill_of_the_whole_command_then_the_same_command_finishes(workdir: Pa
     args = ("--trials", "2")
     process = _start(workdir, *args)
     killed = _wait_mid_fit(workdir, process, 1)
+    assert "libtensorflow" not in Path(f"/proc/{process.pid}/maps").read_text()  # only its workers load it
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     first = _study(workdir).get_trials()

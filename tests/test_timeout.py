@@ -24,8 +24,8 @@ def test_the_timeout_stops_a_trial_still_training(tmp_path: Path) -> None:
     study, _, runs = load(tmp_path, "digits-dense")
     (trial,) = study.get_trials()
     assert trial.state.name == "PRUNED"
-    epochs = int(runs[0].data.metrics["epochs"])
-    assert 1 <= epochs < 5000 and len(trial.intermediate_values) == epochs
+    epochs = int(runs[0].data.metrics["epochs"])  # none when a cold start (the first trace) takes the 10 s
+    assert 0 <= epochs < 5000 and len(trial.intermediate_values) == epochs
     reason = runs[0].data.tags["atelier.reason"]
     assert reason in (
         f"stopped at the search's timeout after epoch {epochs} of 5000",

@@ -51,10 +51,10 @@ def measure_memory(objective: Objective, space: Space, data_dir: Path | None, co
 
 def _atelier(objective: Objective, space: Space, data_dir: Path | None) -> tuple[list[float], float]:
     from search.data import load_search_data
+    from search.plan import SearchContext, SearchPlan, TrialReport
     from search.store import Store
     from search.study import open_study, optimize
     from search.tracking import dataset_inputs
-    from search.trial import SearchContext, SearchPlan, TrialReport
 
     data = load_search_data(objective, data_dir)
     reports: list[TrialReport] = []
