@@ -24,7 +24,6 @@ from search.backend import keras  # first: it imports TensorFlow without its sta
 # isort: split
 import gc
 import math
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from search.cores import CoreMeter
 from search.data import SearchData
 from search.errors import SetupError
 from search.space import sample
+from search.worker_server import start_worker_server
 
 STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian", "atelier-hyperband")
 DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband is atelier's former default, asked for by name
@@ -158,8 +158,7 @@ def run_bench(
 
     Jobs alternate strategies within a seed, so a change in the machine's load falls on all of them.
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["search.bench.strategies"])
+    context = start_worker_server(also=["search.bench.strategies"])
     results = []
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
         for offset in range(max(seeds.values(), default=0)):
