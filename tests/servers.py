@@ -21,6 +21,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from search.sqlite_schema import prepare_new_store
+from search.tracking import sqlite_database
+
 PG_USER = "atelier"
 START_TIMEOUT_S = 60
 
@@ -168,6 +171,9 @@ def mlflow_server(backend_uri: str, artifacts: Path, workers: int = 1) -> Iterat
 
     Clients reach artifacts through the server (mlflow-artifacts:/), so they need no file access.
     """
+    database = sqlite_database(backend_uri)
+    if database is not None:
+        prepare_new_store(database)  # as atelier makes a local store: the schema without MLflow's migrations
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
