@@ -116,14 +116,14 @@ def optimize(
             f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
             "that died: failed, its run closed as KILLED, its parameters queued again"
         )
-    context = start_worker_server()
+    forks = start_worker_server()
     live: dict[Connection, multiprocessing.process.BaseProcess] = {}
     failures = 0
     try:
         while True:
             while len(live) < workers and wanted(study, objective.trials) and not _past(deadline):
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(
+                receive, send = forks.Pipe(duplex=False)
+                process = forks.Process(
                     target=_worker, daemon=True, args=(plan, deadline, trials_per_process, workers, send)
                 )
                 process.start()

@@ -38,9 +38,12 @@ batch_size = 8
 learning_rate = {low = 1e-3, high = 3e-3, log = true}
 """
 EPOCHS = 7
+# Ctrl-C must land before the trial ends, however late a loaded machine lets this test see its first
+# epoch (a CI run saw the trial only after it had finished, and it completed).
+LONG_EPOCHS = 20
 
 
-def _args(*args: str) -> list[str]:
+def _args(*args: str, epochs: int = EPOCHS) -> list[str]:
     return [
         "run",
         "--objective",
@@ -54,24 +57,24 @@ def _args(*args: str) -> list[str]:
         "--workers",
         "1",
         "--max-epochs",
-        str(EPOCHS),
+        str(epochs),
         "--quiet",
         *args,
     ]
 
 
-def _command(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "atelier"), *_args(*args)]
+def _command(*args: str, epochs: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "atelier"), *_args(*args, epochs=epochs)]
 
 
 def _study(workdir: Path) -> optuna.Study:
     return journal_study(workdir, "faults")
 
 
-def _start(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _start(workdir: Path, *args: str, epochs: int = EPOCHS, env: dict[str, str] | None = None) -> subprocess.Popen:
     (workdir / "slow.toml").write_text(SLOW_SPACE)
     return subprocess.Popen(
-        _command(*args),
+        _command(*args, epochs=epochs),
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -182,7 +185,7 @@ def test_a_killed_worker_is_replaced_and_the_search_goes_on(workdir: Path, ateli
 
 def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: Path, atelier) -> None:
     args = ("--trials", "1")
-    process = _start(workdir, *args)
+    process = _start(workdir, *args, epochs=LONG_EPOCHS)
     interrupted = _wait_mid_fit(workdir, process, 0)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -193,7 +196,7 @@ def test_ctrl_c_fails_the_trial_with_its_reason_exits_130_and_resumes(workdir: P
     run = local_client(workdir).get_run(interrupted.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["atelier.reason"].startswith("interrupted")
 
-    status, _, err = atelier(*_args(*args))
+    status, _, err = atelier(*_args(*args, epochs=LONG_EPOCHS))
     assert status == 0, err
     states = [t.state for t in _study(workdir).get_trials()]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
