@@ -47,7 +47,7 @@ if "tensorflow" not in sys.modules and not VERBOSE:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras", "limit_threads"]
+__all__ = ["keras", "limit_threads", "tf"]
 
 
 def limit_threads(threads: int) -> None:

@@ -24,6 +24,7 @@ from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras, limit_threads
+from search.batches import batches
 from search.candidate import rebuild_trial
 from search.config import Space
 from search.data import SearchData
@@ -192,10 +193,10 @@ def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     callbacks = timed_callbacks(params, job.seconds, cap)
     timed = callbacks[-1]
     started = time.perf_counter()
+    labels = fit_labels(model, data.train.y, data.n_classes)
     history = model.fit(
-        data.train.x,
-        fit_labels(model, data.train.y, data.n_classes),
-        batch_size=int(params["batch_size"]),
+        batches(data.train.x, labels, int(params["batch_size"]), shuffle=True),
+        shuffle=False,  # the batches are shuffled
         epochs=cap,
         callbacks=callbacks,
         verbose=0,

@@ -13,6 +13,7 @@ from mlflow.entities import Run
 from scipy.stats import binomtest
 
 from search.backend import keras
+from search.batches import batches
 from search.data import Images, SearchData
 from search.evaluate import Evaluation
 from search.model import build_model
@@ -76,7 +77,7 @@ def baseline_gate(
     if earlier is None:
         keras.utils.set_random_seed(seed)
         baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
-        baseline.fit(training.x, training.y, batch_size=128, epochs=epochs, verbose=0)
+        baseline.fit(batches(training.x, training.y, 128, shuffle=True), shuffle=False, epochs=epochs, verbose=0)
         predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
         accuracy, origin = float(np.mean(predicted == test.y)), f"trained for {epochs} epochs"
     else:

@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.batches import batches
 from search.candidate import rebuild_trial
 from search.config import Objective, Space, load_space, objective_from_record
 from search.data import Images, SearchData, load_search_data, reader
@@ -312,10 +313,10 @@ def _candidate(
     else:
         epochs = REFIT_MAX_STRETCH * search_epochs
         callbacks = timed_callbacks(params, refit_seconds, epochs)
+    labels = fit_labels(model, training.y, data.n_classes)
     history = model.fit(
-        training.x,
-        fit_labels(model, training.y, data.n_classes),
-        batch_size=int(params["batch_size"]),
+        batches(training.x, labels, int(params["batch_size"]), shuffle=True),
+        shuffle=False,  # the batches are shuffled
         epochs=epochs,
         callbacks=callbacks,
         verbose=0,

@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 
 from search.backend import keras
+from search.batches import batches
 from search.data import SearchData
 from search.errors import SetupError
 from search.schema import PLAIN_LOSS, Scalar
@@ -214,12 +215,11 @@ def fit(
     started = time.perf_counter()
     try:
         model.fit(
-            data.train.x,
-            data.train.y,
-            batch_size=int(params["batch_size"]),
+            batches(data.train.x, data.train.y, int(params["batch_size"]), shuffle=True),
             epochs=epochs or max_epochs,
             initial_epoch=initial_epoch,
-            validation_data=(data.val.x, data.val.y),
+            validation_data=batches(data.val.x, data.val.y, int(params["batch_size"]), shuffle=False),
+            shuffle=False,  # the batches are shuffled
             callbacks=[*schedule, *callbacks, watch],
             verbose=verbose,
         )
