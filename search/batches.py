@@ -2,10 +2,11 @@
 
 Keras feeds NumPy arrays to `fit` through a tf.data pipeline with autotuning on. Its tuning thread sleeps
 between rounds, twice as long after each round and up to 60 s, and an epoch's iterator is not deleted
-before that thread wakes: each epoch of a long fit began with the process idle for up to a minute
-(measured here in `make best`: a finalist's process idle 48 s at an epoch's start, both finalists at
-75% of a core over their first 20 minutes). These batches are Keras's kind (a shuffled order of indices
-each epoch, each batch gathered from the arrays at once), with autotuning off.
+before that thread wakes. With another process training beside it, an epoch could begin with the process
+idle for up to a minute (in `make best`, a finalist idle 48 s at an epoch's start; on an idle machine no
+wait was seen). These batches are Keras's kind (a shuffled order of indices each epoch, each batch
+gathered from the arrays at once), with autotuning off; their element-by-element shuffle costs about 9%
+of an epoch when there is no wait (`benchmarks/epoch_stall.py`).
 """
 
 from __future__ import annotations
