@@ -18,7 +18,7 @@ from search.backend import keras  # first: TensorFlow without its start-up chatt
 # isort: split
 from search.config import load_objective
 from search.data import load_search_data
-from search.model import build_model
+from search.models.build import build_model
 
 PARAMS = {
     "conv_blocks": 2,
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--objective", default="fashion-mnist-quick")
     args = parser.parse_args()
 
-    from search.train import fit
+    from search.engine.train import fit
 
     objective = load_objective(args.objective)
     data = load_search_data(objective)

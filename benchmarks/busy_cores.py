@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from search.cores import core_times
+from search.engine.cores import core_times
 
 TRIAL_LINE = re.compile(r"\] trial .*\s([\d.]+) s  \|")  # a trial's line ends its seconds with "s  |"
 SAMPLE_S = 0.5

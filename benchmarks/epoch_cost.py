@@ -19,7 +19,7 @@ import os
 import time
 
 from search.config import Space
-from search.schema import Scalar
+from search.config.schema import Scalar
 
 VARIANTS = {
     "reference": {},
@@ -35,7 +35,7 @@ def seconds_per_image(objective: str, space: str, change: dict[str, Scalar], thr
     limit_threads(threads)
     from search.config import load_objective, load_space
     from search.data import load_search_data
-    from search.model import build_model
+    from search.models.build import build_model
 
     params = _reference(load_space(space)) | change
     data = load_search_data(load_objective(objective))
@@ -51,7 +51,7 @@ def _reference(space: Space) -> dict[str, Scalar]:
     """The reference's full parameters, as the first trial of a study would draw them."""
     import optuna
 
-    from search.space import sample
+    from search.models.sampling import sample
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()

@@ -1,10 +1,10 @@
-"""Benchmark: how long each epoch's start waits, with Keras's pipeline for NumPy arrays and with `search.batches`.
+"""Benchmark: how long each epoch's start waits, with Keras's pipeline for NumPy arrays and with `search.data.batches`.
 
 Trains one small CNN (a `make search` finalist's kind) on the objective's training images for a few epochs,
 in a single-thread process per pipeline, without validation, as a finalist trains, and prints each
 epoch's wall and CPU seconds (from its start to the next one's) and, after the first epoch, the wall
 time and the idle time (wall beyond CPU): the process sleeping, as when Keras's pipeline deletes an
-epoch's iterator only once tf.data's autotuning thread wakes (see `search/batches.py`).
+epoch's iterator only once tf.data's autotuning thread wakes (see `search/data/batches.py`).
 Run it with nothing else training.
 
     .venv/bin/python benchmarks/epoch_stall.py --epochs 4
@@ -36,10 +36,10 @@ def train(pipeline: str, objective: str, epochs: int, images: int) -> list[tuple
     from search.backend import keras, limit_threads
 
     limit_threads(1)
-    from search.batches import batches
     from search.config import load_objective
     from search.data import load_search_data
-    from search.model import build_model
+    from search.data.batches import batches
+    from search.models.build import build_model
 
     data = load_search_data(load_objective(objective))
     x, y = data.train.x[:images], data.train.y[:images]

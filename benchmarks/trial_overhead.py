@@ -44,10 +44,10 @@ def main() -> None:
 
     from search.config import load_objective, load_space
     from search.data import load_search_data
-    from search.store import Store
-    from search.study import open_study, optimize
-    from search.tracking import dataset_inputs
-    from search.trial import SearchContext, SearchPlan
+    from search.engine.study import open_study, optimize
+    from search.engine.trial import SearchContext, SearchPlan
+    from search.record.store import Store
+    from search.record.tracking import dataset_inputs
 
     folder = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     space_file = folder / "fixed-cnn.toml"

@@ -16,7 +16,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import time
 
-from search.cores import CoreMeter
+from search.engine.cores import CoreMeter
 
 PARAMS = {
     "conv_blocks": 2,
@@ -33,7 +33,7 @@ def train(threads: int, epochs: int, objective: str, start: multiprocessing.sync
     from search.backend import keras, limit_threads
     from search.config import load_objective
     from search.data import load_search_data
-    from search.model import build_model
+    from search.models.build import build_model
 
     limit_threads(threads)
     data = load_search_data(load_objective(objective))

@@ -118,7 +118,7 @@ def main() -> None:
     # Both commands' workers fork from this interpreter's one forkserver: preload what either imports.
     import multiprocessing
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["search.study", "search.bench.strategies"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["search.engine.study", "search.bench.strategies"])
     started = time.monotonic()
     for job in sys.argv[1:]:
         name, function, folder = job.split("=", 2)

@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from search.sqlite_schema import prepare_new_store
-from search.tracking import sqlite_database
+from search.record.sqlite_schema import prepare_new_store
+from search.record.tracking import sqlite_database
 
 PG_USER = "atelier"
 START_TIMEOUT_S = 60

@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.algorithms import first_rung, make_pruner, make_sampler
 from search.config import load_space
+from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.errors import SetupError
 
 

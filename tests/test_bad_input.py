@@ -3,7 +3,7 @@
 Every case must end with one line on stderr that names the problem and the fix, exit status 2,
 no traceback, and nothing written: the folder (mlruns/ above all) is exactly as the case left it.
 Case ids start with their category, so `pytest -q` counts what was tried and passed per category.
-No case may reach the search loop: `search.study.optimize` is replaced by a tripwire.
+No case may reach the search loop: `search.engine.study.optimize` is replaced by a tripwire.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import search.study
+import search.engine.study
 from search.data import IDX_FILES, IDX_PLACES
 
 FASHION = IDX_PLACES[0]
@@ -1366,13 +1366,13 @@ CASES = [
 
 
 def _never_search(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a bad input reached search.study.optimize: it would have trained")
+    raise AssertionError("a bad input reached search.engine.study.optimize: it would have trained")
 
 
 @pytest.fixture(autouse=True)
 def no_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """No case may train: the search loop is a tripwire (it also keeps an accepted bad URI from hanging)."""
-    monkeypatch.setattr(search.study, "optimize", _never_search)
+    monkeypatch.setattr(search.engine.study, "optimize", _never_search)
 
 
 def write(folder: Path, files: dict[str, Content]) -> None:

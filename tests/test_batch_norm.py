@@ -15,10 +15,10 @@ import pytest
 
 from search.backend import keras
 from search.config import load_objective
+from search.config.schema import PARAMETERS
 from search.data import SearchData, load_search_data
-from search.model import build_model
-from search.schema import PARAMETERS
-from search.train import fit
+from search.engine.train import fit
+from search.models.build import build_model
 
 TOLERANCE = 0.04  # how far the validation accuracy may stray from the true one
 PARAMS = {"conv_blocks": 1, "conv_filters": 16, "conv_batch_norm": True, "dense_layers": 0, "batch_size": 32}

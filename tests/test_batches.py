@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from search.backend import keras
-from search.batches import batches
+from search.data.batches import batches
 
 COUNT, BATCH = 1_000, 96  # 10 full batches and one of 40
 

@@ -19,8 +19,8 @@ from search.bench.report import median_interval
 from search.bench.space_hypermodel import HpTrial
 from search.bench.strategies import DEFAULT_STRATEGIES as STRATEGIES
 from search.config import Choice, Range, load_space
-from search.schema import PARAMETERS
-from search.space import sample
+from search.config.schema import PARAMETERS
+from search.models.sampling import sample
 
 BUDGET = 5
 OBJECTIVE = """[data]

@@ -17,8 +17,8 @@ from search.config import (
     objective_from_record,
     objective_record,
 )
+from search.config.schema import EPOCH_METRICS, PARAMETERS
 from search.errors import SetupError
-from search.schema import EPOCH_METRICS, PARAMETERS
 
 PARAMS = "[params]\n"
 VALID_DATA = '[data]\nsource = "digits"\n'

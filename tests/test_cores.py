@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from search.cores import CoreMeter, core_times
+from search.engine.cores import CoreMeter, core_times
 
 
 def _spin(seconds: float) -> None:

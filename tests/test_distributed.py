@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from servers import PostgresServer, mlflow_server, postgres_server
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.store import Store
+from search.record.store import Store
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses on PostgreSQL and an `mlflow server`
 TARGET = 6

@@ -11,7 +11,8 @@ from sklearn.metrics import log_loss
 
 from search.config import load_objective
 from search.data import SearchData, load_search_data
-from search.ensemble import (
+from search.models.build import build_model
+from search.pipelines.ensemble import (
     Candidate,
     candidate_predictions,
     ensemble_model,
@@ -20,8 +21,7 @@ from search.ensemble import (
     mirror_layer,
     select,
 )
-from search.model import build_model
-from search.registered import save_classifier
+from search.release.registered import save_classifier
 
 PARAMS = {"dense_layers": 1, "dense_units_0": 32, "learning_rate": 0.01, "batch_size": 64}
 
@@ -110,7 +110,7 @@ def test_the_ensemble_is_one_keras_model_that_saves_serves_and_predicts_its_sele
     plain = np.stack([m.predict(digits.val.x, verbose=0) for m in members])
     mirrored = np.stack([m.predict(mirror_images(digits.val.x), verbose=0) for m in members])
     candidates = candidate_predictions(plain, mirrored)
-    from search.ensemble import Selection
+    from search.pipelines.ensemble import Selection
 
     selection = Selection(selection_weights, 0.0, 0.0)
     expected = ensemble_proba(selection, candidates)

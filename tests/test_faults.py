@@ -22,8 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 from servers import mlflow_server
 from stores import journal_study, local_client
 
-from search import store
-from search.store import Store
+from search.record import store
+from search.record.store import Store
 
 pytestmark = pytest.mark.e2e  # real searches as subprocesses, killed; an `mlflow server`
 

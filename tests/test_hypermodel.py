@@ -19,9 +19,9 @@ from stores import atelier_case, journal_study, local_client
 from search.backend import keras
 from search.config import HypermodelRef, load_objective, load_space
 from search.data import load_search_data
+from search.engine.train import fit
 from search.errors import SetupError
-from search.hypermodel import Hypermodel, TrialHyperParameters, fit_labels, training_params
-from search.train import fit
+from search.models.hypermodel import Hypermodel, TrialHyperParameters, fit_labels, training_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from search.model import UnbuildableModel, build_model, check_buildable
-from search.schema import EPOCH_METRICS, PARAMETERS, Scalar
+from search.config.schema import EPOCH_METRICS, PARAMETERS, Scalar
+from search.models.build import UnbuildableModel, build_model, check_buildable
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, size=(16, 8, 8, 1), dtype=np.uint8)

@@ -12,8 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from search.config import load_objective
-from search.plan import TrialReport
-from search.progress import BAR_WIDTH, Progress
+from search.engine.plan import TrialReport
+from search.pipelines.progress import BAR_WIDTH, Progress
 
 
 class Terminal(io.StringIO):

@@ -30,7 +30,7 @@ from stores import atelier_case, atelier_in, journal_study, local_client
 
 from search.config import load_objective, objective_from_record
 from search.data import load_search_data, reader
-from search.evaluate import evaluate, expected_calibration_error
+from search.release.evaluate import evaluate, expected_calibration_error
 
 TEST_METRICS = {
     f"test_{name}"

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from stores import atelier_case, journal_study, local_client
 
 from search.data import IDX_PLACES
-from search.study import MAX_FAILURES_IN_A_ROW
-from search.tracking import run_name
-from search.warm_start import SOURCE_ATTR
+from search.engine.study import MAX_FAILURES_IN_A_ROW
+from search.engine.warm_start import SOURCE_ATTR
+from search.record.tracking import run_name
 
 pytestmark = pytest.mark.e2e  # every test here trains real searches through the command line
 

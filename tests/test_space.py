@@ -10,8 +10,8 @@ import pytest
 from optuna.trial import FixedTrial
 
 from search.config import Choice, Distribution, Fixed, Range, Space, load_space
-from search.schema import PARAMETERS, Scalar
-from search.space import sample
+from search.config.schema import PARAMETERS, Scalar
+from search.models.sampling import sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

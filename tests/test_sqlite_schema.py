@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.sqlite_schema import prepare_new_store
-from search.tracking import Tracker
+from search.record.sqlite_schema import prepare_new_store
+from search.record.tracking import Tracker
 
 
 def _schema(path: Path) -> tuple[dict[str, list[str]], list[tuple[str]]]:

@@ -12,10 +12,10 @@ import pytest
 from search.backend import keras
 from search.config import load_objective
 from search.data import SearchData, load_search_data
+from search.engine.train import EpochSchedule, FitOutcome, TimedEpochs, fit
+from search.engine.warm_start import SOURCE_ATTR
 from search.errors import SetupError
-from search.model import build_model
-from search.train import EpochSchedule, FitOutcome, TimedEpochs, fit
-from search.warm_start import SOURCE_ATTR
+from search.models.build import build_model
 
 PARAMS = {"dense_layers": 1, "dense_units_0": 32, "learning_rate": 0.01, "batch_size": 64}
 

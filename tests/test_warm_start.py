@@ -11,7 +11,7 @@ from background import Prepared
 from optuna.trial import TrialState
 from stores import atelier_case, journal_storage, journal_study
 
-from search.warm_start import SOURCE_ATTR, WARM_START_TRIALS
+from search.engine.warm_start import SOURCE_ATTR, WARM_START_TRIALS
 
 pytestmark = pytest.mark.e2e  # real searches through the command line
 SOURCE = "digits-dense"  # the shared store's study of 8 trials (stores.digits_searches)

@@ -6,9 +6,9 @@ import gc
 import sys
 from multiprocessing.connection import Connection
 
-from search.worker_server import start_worker_server
+from search.engine.worker_server import start_worker_server
 
-LOADED = ("tensorflow", "keras", "search.trial", "mlflow.store.tracking.sqlalchemy_store")
+LOADED = ("tensorflow", "keras", "search.engine.trial", "mlflow.store.tracking.sqlalchemy_store")
 
 
 def _what_a_worker_finds(send: Connection) -> None:

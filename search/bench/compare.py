@@ -13,7 +13,7 @@ from search.bench.strategies import DEFAULT_STRATEGIES, PAIR, RunResult, check_s
 from search.config import Objective, Space, load_objective, load_space
 from search.errors import SetupError
 from search.paths import check_output_folder
-from search.store import Store
+from search.record.store import Store
 
 Say = Callable[[str], None]
 
@@ -99,8 +99,8 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
     from search.bench.report import write_bench_report
     from search.bench.strategies import run_bench
     from search.data import load_search_data
+    from search.record.tracking import Tracker
     from search.reports.runs import run_address
-    from search.tracking import Tracker
 
     data = load_search_data(objective, request.data_dir)
     seeds = {

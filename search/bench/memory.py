@@ -2,7 +2,7 @@
 
 Each library runs in a freshly spawned interpreter, with tiny trials (one epoch on a small stratified
 subsample) so that 100 trials take minutes:
-- atelier: `search.study.optimize`, its real loop with one worker (recycled every
+- atelier: `search.engine.study.optimize`, its real loop with one worker (recycled every
   `TRIALS_PER_PROCESS` trials), recording to a throw-away store; the figure is the peak RSS of the
   worker process that ran trial N, as the worker reports it;
 - KerasTuner: one process running `RandomSearch.search` on the same space (through
@@ -51,10 +51,10 @@ def measure_memory(objective: Objective, space: Space, data_dir: Path | None, co
 
 def _atelier(objective: Objective, space: Space, data_dir: Path | None) -> tuple[list[float], float]:
     from search.data import load_search_data
-    from search.plan import SearchContext, SearchPlan, TrialReport
-    from search.store import Store
-    from search.study import open_study, optimize
-    from search.tracking import dataset_inputs
+    from search.engine.plan import SearchContext, SearchPlan, TrialReport
+    from search.engine.study import open_study, optimize
+    from search.record.store import Store
+    from search.record.tracking import dataset_inputs
 
     data = load_search_data(objective, data_dir)
     reports: list[TrialReport] = []
@@ -76,7 +76,7 @@ def _kerastuner(objective: Objective, space: Space, data_dir: Path | None) -> tu
     from search.bench.space_hypermodel import SpaceHyperModel
     from search.bench.strategies import kerastuner_objective, quiet  # first: it imports TensorFlow quietly
     from search.data import load_search_data
-    from search.trial import peak_rss_mb
+    from search.engine.trial import peak_rss_mb
 
     quiet()
     data = load_search_data(objective, data_dir)

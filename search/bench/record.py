@@ -9,8 +9,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param
 
 from search.bench.report import BenchReport
-from search.tables import render
-from search.tracking import Tracker
+from search.record.tables import render
+from search.record.tracking import Tracker
 
 EXPERIMENT, KIND = "bench", "bench"
 SUMMARY_METRICS = (

@@ -1,9 +1,9 @@
 """An atelier space as a KerasTuner hypermodel: `sample` and `build_model` driven by KerasTuner's `hp`.
 
-`HpTrial` offers the three Optuna trial methods that `search.space.sample` calls, each answered by
+`HpTrial` offers the three Optuna trial methods that `search.models.sampling.sample` calls, each answered by
 the KerasTuner hyperparameter of the same name and range, so a KerasTuner tuner searches exactly the
 space an atelier study searches, and `SpaceHyperModel` builds, checks and trains through atelier's
-trial core (`search.candidate`), as `atelier run` does.
+trial core (`search.engine.candidate`), as `atelier run` does.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import keras_tuner
 from optuna.trial import TrialState
 
-from search.candidate import Rejected, build_checked, space_build, train_built
 from search.config import Objective, Space
+from search.config.schema import Scalar
 from search.data import SearchData
-from search.schema import Scalar
-from search.space import sample
+from search.engine.candidate import Rejected, build_checked, space_build, train_built
+from search.models.sampling import sample
 
 
 class HpTrial:

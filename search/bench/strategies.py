@@ -9,7 +9,7 @@ libraries, so no run inherits another's Keras state or memory.
 
 Strategies:
 - `atelier`: atelier's default, TPE (`make_sampler`) with asynchronous successive halving on the
-  objective's metric (`make_pruner`), each trial run by `search.candidate.run_candidate`, as `atelier run`
+  objective's metric (`make_pruner`), each trial run by `search.engine.candidate.run_candidate`, as `atelier run`
   runs it; `atelier-hyperband` the same with Optuna's Hyperband pruner (the default before);
 - `optuna-tpe`, `optuna-random`: the same without pruning, each trial trained to `max_epochs`;
 - `kt-hyperband`, `kt-bayesian`: KerasTuner's `Hyperband` (max_epochs = the objective's, factor 3,
@@ -42,15 +42,15 @@ import optuna
 from keras_tuner.src import config as keras_tuner_config
 from optuna.trial import TrialState
 
-from search.algorithms import first_rung, make_pruner, make_sampler
 from search.bench.space_hypermodel import SpaceHyperModel
-from search.candidate import TrialOutcome, run_candidate, space_build
 from search.config import Objective, Space
-from search.cores import CoreMeter
 from search.data import SearchData
+from search.engine.algorithms import first_rung, make_pruner, make_sampler
+from search.engine.candidate import TrialOutcome, run_candidate, space_build
+from search.engine.cores import CoreMeter
+from search.engine.worker_server import start_worker_server
 from search.errors import SetupError
-from search.space import sample
-from search.worker_server import start_worker_server
+from search.models.sampling import sample
 
 STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian", "atelier-hyperband")
 DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband is atelier's former default, asked for by name

@@ -19,11 +19,11 @@ from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from search.data import SearchData
 from search.errors import SetupError
 from search.paths import check_output_folder
+from search.record.store import Store, load_existing_study
+from search.record.tracking import Tracker
 from search.reports.data import summary, write_data_report
 from search.reports.study import StudyReport, tally, write_study_report
 from search.secrets import redact, without_credentials
-from search.store import Store, load_existing_study
-from search.tracking import Tracker
 
 DATA_KIND, DATA_RUN = "data", "data-report"
 DATA_REPORT_TAG = "atelier.data_report_run"  # on an experiment: the run holding its data's report

@@ -27,7 +27,7 @@ from matplotlib import pyplot  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from search.tables import trials_table  # noqa: E402
+from search.record.tables import trials_table  # noqa: E402
 
 MAIN_PARAMS = 6  # the parameters drawn in the parallel-coordinate and slice plots
 PAGE = "report.html"

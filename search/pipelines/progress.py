@@ -11,8 +11,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import Objective
-from search.plan import TrialReport
-from search.study import counted
+from search.engine.plan import TrialReport
+from search.engine.study import counted
 
 BAR_WIDTH = 24
 TICK_SECONDS = 1.0

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from search.data import read_kaggle_csv
 from search.errors import SetupError
-from search.store import Store
+from search.record.store import Store
 
 IMAGE_SUFFIXES = (".png",)
 

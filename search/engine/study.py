@@ -20,12 +20,12 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from search.algorithms import first_rung, make_pruner, make_sampler
 from search.config import Objective, Space, objective_record
+from search.engine.algorithms import first_rung, make_pruner, make_sampler
+from search.engine.plan import SearchContext, SearchPlan, TrialReport
+from search.engine.recovery import recover_orphans, worker_id
+from search.engine.worker_server import start_worker_server
 from search.errors import SetupError
-from search.plan import SearchContext, SearchPlan, TrialReport
-from search.recovery import recover_orphans, worker_id
-from search.worker_server import start_worker_server
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_A_ROW = 5
@@ -209,8 +209,8 @@ def _time_to_be_judged(study: optuna.Study, deadline: float | None, epochs: int)
 def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, send: Connection) -> None:
     """Run up to `limit` trials in this forked process, sending a report after each.
 
-    TensorFlow is imported here, in the worker (from the fork server, where `search.fork_ready` loaded it), never in
-    the process that runs the search.
+    TensorFlow is imported here, in the worker (from the fork server, where `search.engine.fork_ready` loaded it),
+    never in the process that runs the search.
     """
     from search.backend import limit_threads
 
@@ -260,7 +260,7 @@ class _TrialFailed(Exception):
 
 def _one_trial(study: optuna.Study, ctx: SearchContext, deadline: float | None) -> TrialReport:
     """One trial through `study.optimize`, which keeps its heartbeat where the storage has one."""
-    from search.trial import run_trial  # TensorFlow: workers only (see `_worker`)
+    from search.engine.trial import run_trial  # TensorFlow: workers only (see `_worker`)
 
     reports = []
 

@@ -10,12 +10,12 @@ import optuna
 from optuna.trial import TrialState
 
 from search.backend import keras
-from search.candidate import Built, run_candidate, space_build
+from search.config.schema import Scalar
+from search.engine.candidate import Built, run_candidate, space_build
+from search.engine.plan import SearchContext, TrialReport
 from search.errors import SetupError
-from search.hypermodel import Hypermodel, TrialHyperParameters, training_params
-from search.plan import SearchContext, TrialReport
-from search.schema import Scalar
-from search.space import sample
+from search.models.hypermodel import Hypermodel, TrialHyperParameters, training_params
+from search.models.sampling import sample
 
 
 def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = None) -> TrialReport:

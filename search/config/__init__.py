@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from search.checked_toml import Where, did_you_mean, read_toml, reject_unknown, typed
+from search.config.checked_toml import Where, did_you_mean, read_toml, reject_unknown, typed
+from search.config.schema import EPOCH_METRICS, PARAMETERS, ParamSpec, Scalar
 from search.errors import SetupError
-from search.schema import EPOCH_METRICS, PARAMETERS, ParamSpec, Scalar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("halving", "hyperband", "median", "none")
 DATA_SOURCES = ("idx", "csv", "digits", "loader")

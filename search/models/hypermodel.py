@@ -49,10 +49,10 @@ from keras_tuner.engine.hyperparameters import Boolean, Choice, Fixed, HyperPara
 from optuna.trial import FrozenTrial
 
 from search.config import HypermodelRef
+from search.config.schema import PARAMETERS, Scalar
 from search.data import Images, SearchData
 from search.errors import SetupError
-from search.model import make_optimizer
-from search.schema import PARAMETERS, Scalar
+from search.models.build import make_optimizer
 
 Build = Callable[[keras_tuner.HyperParameters], Any]
 MIRRORED = ":mirrored"

@@ -13,10 +13,10 @@ from mlflow.entities import Run
 from scipy.stats import binomtest
 
 from search.backend import keras
-from search.batches import batches
 from search.data import Images, SearchData
-from search.evaluate import Evaluation
-from search.model import build_model
+from search.data.batches import batches
+from search.models.build import build_model
+from search.release.evaluate import Evaluation
 
 BASELINE_PARAMS = {"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}  # the notebooks' first model
 BASELINE_MAX_EPOCHS = 10

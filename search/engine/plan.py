@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 
 from search.config import Objective, Space
 from search.data import SearchData
-from search.store import Store
-from search.tracking import Tracker
+from search.record.store import Store
+from search.record.tracking import Tracker
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial
 
 from search.backend import keras
-from search.ensemble import Selection, candidate_predictions, ensemble_model, select
 from search.errors import SetupError
-from search.finalists import Finalist, best_trials, finalist_figures, record_finalist, train_finalists
-from search.promote import Contender, Promotion, Stage, find_source, judge, open_stage
-from search.run import SearchRequest, resolve, run_search
-from search.store import Store
-from search.tracking import PARENT_TAG, Tracker
+from search.pipelines.ensemble import Selection, candidate_predictions, ensemble_model, select
+from search.pipelines.finalists import Finalist, best_trials, finalist_figures, record_finalist, train_finalists
+from search.pipelines.run import SearchRequest, resolve, run_search
+from search.record.store import Store
+from search.record.tracking import PARENT_TAG, Tracker
+from search.release.promote import Contender, Promotion, Stage, find_source, judge, open_stage
 
 Say = Callable[[str], None]
 SEARCH_SHARE = 0.4  # of the budget left after the closing reserve; the finalists get the rest

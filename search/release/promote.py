@@ -30,21 +30,27 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.batches import batches
-from search.candidate import rebuild_trial
 from search.config import Objective, Space, load_space, objective_from_record
+from search.config.schema import Scalar
 from search.data import Images, SearchData, load_search_data, reader
+from search.data.batches import batches
+from search.engine.candidate import rebuild_trial
+from search.engine.train import schedule_callbacks, timed_callbacks
 from search.errors import SetupError
-from search.evaluate import Evaluation, confusion_figure, evaluate, misclassified_figure, precision_recall_figure
-from search.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
-from search.hypermodel import fit_labels
+from search.models.hypermodel import fit_labels
 from search.paths import check_name
-from search.registered import load_keras_model, save_classifier
-from search.schema import Scalar
+from search.record.store import Store, latest_study_name
+from search.record.tracking import MODEL_FILE, promotion_run_name
+from search.release.evaluate import (
+    Evaluation,
+    confusion_figure,
+    evaluate,
+    misclassified_figure,
+    precision_recall_figure,
+)
+from search.release.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
+from search.release.registered import load_keras_model, save_classifier
 from search.secrets import redact
-from search.store import Store, latest_study_name
-from search.tracking import MODEL_FILE, promotion_run_name
-from search.train import schedule_callbacks, timed_callbacks
 
 PROMOTION_KIND = "promotion"
 REFIT_MAX_STRETCH = 4  # a timed refit trains at most this many times the search's epochs

@@ -18,11 +18,11 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
+from search.config.schema import Scalar
 from search.data import SearchData
 from search.errors import SetupError
-from search.schema import Scalar
+from search.record.sqlite_schema import prepare_new_store
 from search.secrets import redact
-from search.sqlite_schema import prepare_new_store
 
 if TYPE_CHECKING:  # `atelier ui` finds its runs page through this module: it must not start TensorFlow
     import keras

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from search.config import Objective, Space, check_objective, hypermodel_space, load_objective, load_space
-from search.cores import CoreMeter
+from search.engine.cores import CoreMeter
 from search.errors import SetupError
 from search.paths import check_name
-from search.store import Store
+from search.record.store import Store
 
 MAX_WORKERS = 64
 OVERRIDES = (
@@ -89,18 +89,18 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     study_name = request.study or f"{objective.name}-{space.name}"
     warm_start = []
     if objective.warm_start is not None:
-        from search.warm_start import best_configurations
+        from search.engine.warm_start import best_configurations
 
         warm_start = best_configurations(store.existing_storage(), objective.warm_start, study_name, space)
 
     from search.data import load_search_data
-    from search.worker_server import start_worker_server
+    from search.engine.worker_server import start_worker_server
 
     start_worker_server()  # its imports overlap the data's loading and the records' set-up
     started = time.perf_counter()
     data = load_search_data(objective, request.data_dir)
     if space.hypermodel is not None:
-        from search.hypermodel import Hypermodel
+        from search.models.hypermodel import Hypermodel
 
         Hypermodel(space.hypermodel).check(data)
     quiet_say = (lambda line: None) if request.quiet else say
@@ -109,12 +109,12 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
         f"from {data.source} in {time.perf_counter() - started:.2f} s"
     )
 
-    from search.plan import SearchContext, SearchPlan
-    from search.progress import Progress
+    from search.engine.plan import SearchContext, SearchPlan
+    from search.engine.study import open_study, optimize
+    from search.pipelines.progress import Progress
+    from search.record.tracking import dataset_inputs
     from search.reports.runs import publish_data_report, publish_study_report, run_address
     from search.secrets import redact
-    from search.study import open_study, optimize
-    from search.tracking import dataset_inputs
 
     if request.ends_by is not None:
         left = max(1.0, request.ends_by - time.monotonic())
@@ -123,7 +123,7 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
     study = open_study(study_name, storage, objective, space, request.data_dir)
     first = [{"params": dict(space.reference), "origin": f"reference of space {space.name}"}] if space.reference else []
     if first or warm_start:
-        from search.warm_start import queue_configurations
+        from search.engine.warm_start import queue_configurations
 
         if queue_configurations(study, first + warm_start):
             if first:

@@ -13,7 +13,7 @@ from pathlib import Path
 from search.errors import SetupError
 
 EXIT_CRASH, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
-FORMATS = ("table", "csv", "json", "markdown")  # what search.tables.render writes
+FORMATS = ("table", "csv", "json", "markdown")  # what search.record.tables.render writes
 DEFAULT_WORKERS = 2  # 2 ran 1.24x the trials per hour of 1 here (benchmarks/workers.py)
 
 
@@ -264,7 +264,7 @@ def _say(line: str) -> None:
 
 
 def _unchecked_store(args: argparse.Namespace):
-    from search.store import Store
+    from search.record.store import Store
 
     return Store(args.store, args.storage, args.tracking_uri)
 
@@ -274,7 +274,7 @@ def _store(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.run import OVERRIDES, SearchRequest, run_search
+    from search.pipelines.run import OVERRIDES, SearchRequest, run_search
 
     request = SearchRequest(
         args.objective,
@@ -293,8 +293,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from search.best import parse_budget, run_best
-    from search.run import SearchRequest
+    from search.pipelines.best import parse_budget, run_best
+    from search.pipelines.run import SearchRequest
 
     budget = parse_budget(args.budget)
     request = SearchRequest(args.objective, study=args.study, data_dir=args.data_dir, quiet=args.quiet)
@@ -312,8 +312,8 @@ def _best(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from search.store import load_existing_study
-    from search.tables import render, trials_table
+    from search.record.store import load_existing_study
+    from search.record.tables import render, trials_table
 
     study = load_existing_study(_unchecked_store(args), args.study)
     table = trials_table(study)
@@ -324,8 +324,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    from search.record.tables import render
     from search.reports.data import class_counts, report_data
-    from search.tables import render
 
     report = report_data(args.objective, args.data_dir, args.output)
     data, facts = report.data, report.facts
@@ -368,8 +368,8 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from search.bench.compare import BenchRequest, compare
     from search.bench.strategies import DEFAULT_STRATEGIES
-    from search.store import Store
-    from search.tables import render
+    from search.record.store import Store
+    from search.record.tables import render
 
     request = BenchRequest(
         objective=args.objective,
@@ -399,7 +399,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     store = _store(args)
-    from search.promote import promote
+    from search.release.promote import promote
 
     started = time.perf_counter()
     result = promote(
@@ -421,8 +421,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from search.predict import predict_images
-    from search.tables import render
+    from search.record.tables import render
+    from search.release.predict import predict_images
 
     print(render(predict_images(_unchecked_store(args), args.model, args.input), args.format), end="")
     return 0
@@ -431,7 +431,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     store = _store(args)
     store.check_tracking_exists()
-    from search.tracking import runs_page
+    from search.record.tracking import runs_page
 
     url = f"http://{args.host}:{args.port}"
     page = runs_page(store.tracking, url)

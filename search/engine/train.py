@@ -12,11 +12,11 @@ import numpy as np
 import optuna
 
 from search.backend import keras
-from search.batches import batches
+from search.config.schema import PLAIN_LOSS, Scalar
 from search.data import SearchData
+from search.data.batches import batches
+from search.engine.warm_start import SOURCE_ATTR
 from search.errors import SetupError
-from search.schema import PLAIN_LOSS, Scalar
-from search.warm_start import SOURCE_ATTR
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 

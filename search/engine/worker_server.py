@@ -1,6 +1,6 @@
 """The server that search workers fork from: started once per process, as early as the caller likes.
 
-It imports `search.fork_ready` (TensorFlow, Keras, Optuna, MLflow and its database store) once, never
+It imports `search.engine.fork_ready` (TensorFlow, Keras, Optuna, MLflow and its database store) once, never
 running TensorFlow, so a new worker costs a fork rather than fresh imports. This module imports nothing
 heavy itself, so `atelier run` can start the server first and load its data while the server imports on
 the other core.
@@ -13,7 +13,7 @@ import multiprocessing.forkserver
 from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
-PRELOAD = ["search.fork_ready"]
+PRELOAD = ["search.engine.fork_ready"]
 
 
 def start_worker_server(also: Sequence[str] = ()) -> BaseContext:

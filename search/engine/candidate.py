@@ -19,13 +19,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras
 from search.config import Objective, Space
+from search.config.schema import Scalar
 from search.data import SearchData
+from search.engine.train import EpochHook, FitOutcome, FitResult, fit
 from search.errors import SetupError
-from search.hypermodel import fit_data, rebuild
-from search.model import UnbuildableModel, build_model
-from search.schema import Scalar
-from search.space import sample
-from search.train import EpochHook, FitOutcome, FitResult, fit
+from search.models.build import UnbuildableModel, build_model
+from search.models.hypermodel import fit_data, rebuild
+from search.models.sampling import sample
 
 Built = tuple[keras.Model, Mapping[str, Scalar]]  # a model and the parameters its fit reads
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from search.backend import keras
-from search.schema import PARAMETERS, PLAIN_LOSS, Scalar
+from search.config.schema import PARAMETERS, PLAIN_LOSS, Scalar
 
 MAX_DROPOUT = 0.9  # a block's dropout, however much it grows per block
 

@@ -22,8 +22,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 
 from search.errors import SetupError
 from search.paths import check_name
+from search.record.tracking import check_tracking_uri, sqlite_database
 from search.secrets import redact
-from search.tracking import check_tracking_uri, sqlite_database
 
 JOURNAL_FILE = "optuna.journal"
 # A journal's lock is a symlink to the journal, held for the milliseconds of one append; one left by a killed
@@ -58,7 +58,7 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
             return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-        from search.recovery import OrphanHandler
+        from search.engine.recovery import OrphanHandler
 
         for attempt in range(SCHEMA_ATTEMPTS):
             try:

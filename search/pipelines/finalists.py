@@ -24,17 +24,17 @@ from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras, limit_threads
-from search.batches import batches
-from search.candidate import rebuild_trial
 from search.config import Space
 from search.data import SearchData
-from search.ensemble import mirror_images
-from search.gates import PREDICT_BATCH
-from search.hypermodel import fit_labels
-from search.promote import Stage
-from search.tracking import PARENT_TAG
-from search.train import timed_callbacks
-from search.worker_server import start_worker_server
+from search.data.batches import batches
+from search.engine.candidate import rebuild_trial
+from search.engine.train import timed_callbacks
+from search.engine.worker_server import start_worker_server
+from search.models.hypermodel import fit_labels
+from search.pipelines.ensemble import mirror_images
+from search.record.tracking import PARENT_TAG
+from search.release.gates import PREDICT_BATCH
+from search.release.promote import Stage
 
 FINALIST_KIND = "finalist"
 MAX_STRETCH = 10  # a finalist trains at most this many times its trial's epochs

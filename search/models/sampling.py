@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from search.config import Choice, Distribution, Fixed, Range, Space
-from search.schema import PARAMETERS, Scalar
+from search.config.schema import PARAMETERS, Scalar
 
 
 def sample(trial: optuna.trial.BaseTrial, space: Space) -> dict[str, Scalar]:
