@@ -16,7 +16,7 @@ import time
 from search.backend import keras  # first: TensorFlow without its start-up chatter
 
 # isort: split
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.data import load_search_data
 from search.models.build import build_model
 

@@ -18,8 +18,8 @@ import multiprocessing
 import os
 import time
 
-from search.config import Space
 from search.config.schema import Scalar
+from search.config.spaces import Space
 
 VARIANTS = {
     "reference": {},
@@ -33,7 +33,8 @@ def seconds_per_image(objective: str, space: str, change: dict[str, Scalar], thr
     from search.backend import limit_threads
 
     limit_threads(threads)
-    from search.config import load_objective, load_space
+    from search.config.objectives import load_objective
+    from search.config.spaces import load_space
     from search.data import load_search_data
     from search.models.build import build_model
 

@@ -36,7 +36,7 @@ def train(pipeline: str, objective: str, epochs: int, images: int) -> list[tuple
     from search.backend import keras, limit_threads
 
     limit_threads(1)
-    from search.config import load_objective
+    from search.config.objectives import load_objective
     from search.data import load_search_data
     from search.data.batches import batches
     from search.models.build import build_model

@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--trials-per-process", type=int, default=5)
     args = parser.parse_args()
 
-    from search.config import load_objective, load_space
+    from search.config.objectives import load_objective
+    from search.config.spaces import load_space
     from search.data import load_search_data
     from search.engine.study import open_study, optimize
     from search.engine.trial import SearchContext, SearchPlan

@@ -31,7 +31,7 @@ PARAMS = {
 def train(threads: int, epochs: int, objective: str, start: multiprocessing.synchronize.Event) -> None:
     """Build the CNN and fit it for `epochs` on the objective's train split, with `threads` threads."""
     from search.backend import keras, limit_threads
-    from search.config import load_objective
+    from search.config.objectives import load_objective
     from search.data import load_search_data
     from search.models.build import build_model
 

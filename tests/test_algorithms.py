@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.config import load_space
+from search.config.spaces import load_space
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.errors import SetupError
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from search.backend import keras
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.config.schema import PARAMETERS
 from search.data import SearchData, load_search_data
 from search.engine.train import fit

@@ -18,8 +18,8 @@ from stores import atelier_in, local_client
 from search.bench.report import median_interval
 from search.bench.space_hypermodel import HpTrial
 from search.bench.strategies import DEFAULT_STRATEGIES as STRATEGIES
-from search.config import Choice, Range, load_space
 from search.config.schema import PARAMETERS
+from search.config.spaces import Choice, Range, load_space
 from search.models.sampling import sample
 
 BUDGET = 5

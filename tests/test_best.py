@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from stores import atelier_case, local_client
 
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.data import load_search_data, reader
 from search.errors import SetupError
 from search.pipelines.best import CLOSING_SECONDS, MIN_STRETCH, affordable, parse_budget, plan_budget

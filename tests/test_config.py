@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from search.config import (
-    REPO_ROOT,
-    Choice,
-    Fixed,
-    Objective,
-    Range,
-    load_objective,
-    load_space,
-    objective_from_record,
-    objective_record,
-)
+from search.config.files import REPO_ROOT
+from search.config.objectives import Objective, load_objective, objective_from_record, objective_record
 from search.config.schema import EPOCH_METRICS, PARAMETERS
+from search.config.spaces import Choice, Fixed, Range, load_space
 from search.errors import SetupError
 
 PARAMS = "[params]\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.data import Images, SearchData, load_search_data
 from search.reports.data import (
     class_counts,

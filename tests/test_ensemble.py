@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss
 
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.data import SearchData, load_search_data
 from search.models.build import build_model
 from search.pipelines.ensemble import (

@@ -17,7 +17,8 @@ from optuna.trial import FixedTrial
 from stores import atelier_case, journal_study, local_client
 
 from search.backend import keras
-from search.config import HypermodelRef, load_objective, load_space
+from search.config.objectives import load_objective
+from search.config.spaces import HypermodelRef, load_space
 from search.data import load_search_data
 from search.engine.train import fit
 from search.errors import SetupError

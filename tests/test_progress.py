@@ -11,7 +11,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.engine.plan import TrialReport
 from search.pipelines.progress import BAR_WIDTH, Progress
 

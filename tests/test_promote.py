@@ -28,7 +28,7 @@ from PIL import Image
 from servers import free_port
 from stores import atelier_case, atelier_in, journal_study, local_client
 
-from search.config import load_objective, objective_from_record
+from search.config.objectives import load_objective, objective_from_record
 from search.data import load_search_data, reader
 from search.release.evaluate import evaluate, expected_calibration_error
 

@@ -100,7 +100,7 @@ def test_pruning_really_prunes_and_completed_trials_keep_best_weights(digits_sea
     best = completed[0]
     artifact = client.download_artifacts(best.info.run_id, "model.keras", str(digits_search / "download"))
     model = keras.models.load_model(artifact)
-    from search.config import load_objective
+    from search.config.objectives import load_objective
     from search.data import load_search_data
 
     data = load_search_data(load_objective("digits"))

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
-from search.config import Choice, Distribution, Fixed, Range, Space, load_space
 from search.config.schema import PARAMETERS, Scalar
+from search.config.spaces import Choice, Distribution, Fixed, Range, Space, load_space
 from search.models.sampling import sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

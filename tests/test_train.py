@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from search.backend import keras
-from search.config import load_objective
+from search.config.objectives import load_objective
 from search.data import SearchData, load_search_data
 from search.engine.train import EpochSchedule, FitOutcome, TimedEpochs, fit
 from search.engine.warm_start import SOURCE_ATTR

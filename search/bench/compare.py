@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from search.bench.strategies import DEFAULT_STRATEGIES, PAIR, RunResult, check_strategies
-from search.config import Objective, Space, load_objective, load_space
+from search.config.objectives import Objective, load_objective
+from search.config.spaces import Space, load_space
 from search.errors import SetupError
 from search.paths import check_output_folder
 from search.record.store import Store

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.config import Objective, Space
+from search.config.objectives import Objective
+from search.config.spaces import Space
 
 IMAGES = 2000  # the stratified subsample the memory runs train on
 

@@ -17,8 +17,9 @@ from typing import Any
 import keras_tuner
 from optuna.trial import TrialState
 
-from search.config import Objective, Space
+from search.config.objectives import Objective
 from search.config.schema import Scalar
+from search.config.spaces import Space
 from search.data import SearchData
 from search.engine.candidate import Rejected, build_checked, space_build, train_built
 from search.models.sampling import sample

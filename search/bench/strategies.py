@@ -43,7 +43,8 @@ from keras_tuner.src import config as keras_tuner_config
 from optuna.trial import TrialState
 
 from search.bench.space_hypermodel import SpaceHyperModel
-from search.config import Objective, Space
+from search.config.objectives import Objective
+from search.config.spaces import Space
 from search.data import SearchData
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.engine.candidate import TrialOutcome, run_candidate, space_build

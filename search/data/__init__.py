@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from search.config import DataConfig, Objective
+from search.config.objectives import DataConfig, Objective
 from search.errors import SetupError
 
 Part = Literal["train", "test"]

@@ -10,7 +10,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import PRUNERS, SAMPLERS, Space, largest
+from search.config.objectives import PRUNERS, SAMPLERS
+from search.config.spaces import Space, largest
 from search.errors import SetupError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

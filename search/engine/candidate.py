@@ -18,8 +18,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras
-from search.config import Objective, Space
+from search.config.objectives import Objective
 from search.config.schema import Scalar
+from search.config.spaces import Space
 from search.data import SearchData
 from search.engine.train import EpochHook, FitOutcome, FitResult, fit
 from search.errors import SetupError

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from mlflow.entities import DatasetInput
 from optuna.trial import TrialState
 
-from search.config import Objective, Space
+from search.config.objectives import Objective
+from search.config.spaces import Space
 from search.data import SearchData
 from search.record.store import Store
 from search.record.tracking import Tracker

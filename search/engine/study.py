@@ -20,7 +20,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from search.config import Objective, Space, objective_record
+from search.config.objectives import Objective, objective_record
+from search.config.spaces import Space
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.engine.plan import SearchContext, SearchPlan, TrialReport
 from search.engine.recovery import recover_orphans, worker_id

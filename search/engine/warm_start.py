@@ -13,7 +13,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from search.config import Space
+from search.config.spaces import Space
 from search.errors import SetupError
 from search.paths import check_name
 

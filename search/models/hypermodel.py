@@ -48,8 +48,8 @@ import optuna
 from keras_tuner.engine.hyperparameters import Boolean, Choice, Fixed, HyperParameter, Int
 from optuna.trial import FrozenTrial
 
-from search.config import HypermodelRef
 from search.config.schema import PARAMETERS, Scalar
+from search.config.spaces import HypermodelRef
 from search.data import Images, SearchData
 from search.errors import SetupError
 from search.models.build import make_optimizer

@@ -6,8 +6,8 @@ from typing import Any
 
 import optuna
 
-from search.config import Choice, Distribution, Fixed, Range, Space
 from search.config.schema import PARAMETERS, Scalar
+from search.config.spaces import Choice, Distribution, Fixed, Range, Space
 
 
 def sample(trial: optuna.trial.BaseTrial, space: Space) -> dict[str, Scalar]:

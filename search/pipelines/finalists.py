@@ -24,7 +24,7 @@ from mlflow.entities import Metric, Param
 from optuna.trial import FrozenTrial, TrialState
 
 from search.backend import keras, limit_threads
-from search.config import Space
+from search.config.spaces import Space
 from search.data import SearchData
 from search.data.batches import batches
 from search.engine.candidate import rebuild_trial

@@ -10,7 +10,7 @@ from typing import TextIO
 import optuna
 from optuna.trial import TrialState
 
-from search.config import Objective
+from search.config.objectives import Objective
 from search.engine.plan import TrialReport
 from search.engine.study import counted
 

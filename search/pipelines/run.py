@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from search.config import Objective, Space, check_objective, hypermodel_space, load_objective, load_space
+from search.config.objectives import Objective, check_objective, load_objective
+from search.config.spaces import Space, hypermodel_space, load_space
 from search.engine.cores import CoreMeter
 from search.errors import SetupError
 from search.paths import check_name

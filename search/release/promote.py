@@ -30,8 +30,9 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from search.config import Objective, Space, load_space, objective_from_record
+from search.config.objectives import Objective, objective_from_record
 from search.config.schema import Scalar
+from search.config.spaces import Space, load_space
 from search.data import Images, SearchData, load_search_data, reader
 from search.data.batches import batches
 from search.engine.candidate import rebuild_trial

@@ -224,7 +224,7 @@ class DataReport:
 
 def report_data(objective_name: str, data_dir: Path | None, folder: Path | None) -> DataReport:
     """Load an objective's train and validation images and write their report (default: data-report/OBJECTIVE)."""
-    from search.config import load_objective
+    from search.config.objectives import load_objective
     from search.data import load_search_data
 
     objective = load_objective(objective_name)
