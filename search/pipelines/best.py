@@ -30,7 +30,10 @@ from search.pipelines.finalists import Finalist, best_trials, finalist_figures, 
 from search.pipelines.run import SearchRequest, resolve, run_search
 from search.record.store import Store
 from search.record.tracking import PARENT_TAG, Tracker
-from search.release.promote import Contender, Promotion, Stage, find_source, judge, open_stage
+from search.release.contender import Contender
+from search.release.judge import Promotion, judge
+from search.release.source import find_source
+from search.release.stage import Stage, open_stage
 
 Say = Callable[[str], None]
 SEARCH_SHARE = 0.4  # of the budget left after the closing reserve; the finalists get the rest

@@ -34,7 +34,7 @@ from search.models.hypermodel import fit_labels
 from search.pipelines.ensemble import mirror_images
 from search.record.tracking import PARENT_TAG
 from search.release.gates import PREDICT_BATCH
-from search.release.promote import Stage
+from search.release.stage import Stage
 
 FINALIST_KIND = "finalist"
 MAX_STRETCH = 10  # a finalist trains at most this many times its trial's epochs

@@ -13,6 +13,8 @@ from pathlib import Path
 import mlflow.keras
 import mlflow.pyfunc
 import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from search.backend import keras
@@ -20,6 +22,7 @@ from search.backend import keras
 SERVED_CODE = Path(__file__).with_name("served_model.py")  # stands alone: never imported here
 KERAS_MODEL = "keras_model"  # the artifact holding the .keras file, as served_model.py names it
 PINNED = ("keras", "tensorflow-cpu", "tensorflow", "mlflow", "numpy")
+CANDIDATE, CHAMPION = "candidate", "champion"  # aliases: every promoted version; the one that passed every gate
 
 
 def save_classifier(
@@ -46,6 +49,17 @@ def load_keras_model(uri: str) -> keras.Model:
     if "keras" in model.metadata.flavors:
         return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
     return model.unwrap_python_model().model
+
+
+def load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
+    """The registered champion of `model_name`, or None when there is none yet."""
+    try:
+        client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return load_keras_model(f"models:/{model_name}@{CHAMPION}")
 
 
 def _requirements() -> list[str]:
