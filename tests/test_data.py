@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.config.objectives import DataConfig, Objective, load_objective
+from search.config.data_table import DataConfig
+from search.config.objectives import Objective, load_objective
 from search.data import IDX_FILES, Images, SearchData, load_search_data, read_idx_pair, read_kaggle_csv, reader
 from search.errors import SetupError
 

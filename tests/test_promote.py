@@ -322,11 +322,11 @@ def _bad_predict_inputs(folder: Path) -> dict[str, Path]:
     folder.mkdir(exist_ok=True)
     np.save(folder / "big.npy", np.zeros((3, 28, 28), dtype=np.uint8))
     np.save(folder / "unit.npy", np.full((3, 8, 8), 0.5))
-    (folder / "rgb").mkdir(exist_ok=True)
-    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8), mode="RGB").save(folder / "rgb" / "a.png")
+    (folder / "broken").mkdir(exist_ok=True)
+    (folder / "broken" / "a.png").write_bytes(b"not a PNG")
     pd.DataFrame({"label": [1], "pixel1": [0], "px2": [3]}).to_csv(folder / "columns.csv", index=False)
     (folder / "notes.txt").write_text("not images")
-    return {name: folder / name for name in ("big.npy", "unit.npy", "rgb", "columns.csv", "notes.txt")}
+    return {name: folder / name for name in ("big.npy", "unit.npy", "broken", "columns.csv", "notes.txt")}
 
 
 @pytest.mark.e2e
@@ -338,7 +338,7 @@ def _bad_predict_inputs(folder: Path) -> dict[str, Path]:
             "big.npy",
             "images are 28x28x1 (height x width x channels) but the model takes 8x8x1",
         ),
-        ("models:/digits@champion", "rgb", "images are 8x8x3 (height x width x channels) but the model takes 8x8x1"),
+        ("models:/digits@champion", "broken", "a.png: cannot decode this image"),
         ("models:/digits@champion", "unit.npy", "multiply by 255"),
         ("models:/digits@champion", "columns.csv", "columns must be [label,]pixel1,...,pixelN"),
         ("models:/digits@champion", "notes.txt", "cannot read '.txt' files"),

@@ -7,31 +7,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from search.config.checked_toml import Where, read_toml, reject_unknown, typed
+from search.config.data_table import DataConfig, data_config
 from search.config.files import resolve
 from search.config.schema import EPOCH_METRICS
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("halving", "hyperband", "median", "none")
-DATA_SOURCES = ("idx", "csv", "digits", "loader")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where an objective's images come from and how the training part is split."""
-
-    source: str
-    dir: Path | None = None
-    train: Path | None = None
-    test: Path | None = None
-    loader: str | None = None
-    class_names: tuple[str, ...] = ()
-    validation_fraction: float = 0.1  # of the whole training part, kept for validation
-    subsample: float | int = 1.0  # of the rest, trained on: a fraction, or a count of images
 
 
 @dataclass(frozen=True)
@@ -66,7 +52,7 @@ def load_objective(name_or_path: str) -> Objective:
     _, table = read_toml(path)
     where = Where(path)
     reject_unknown(where, "", table, ("description", "data", "search", "promotion"))
-    data = _data_config(where, path, table.get("data"))
+    data = data_config(where, path, table.get("data"))
     search = table.get("search", {})
     where.require(isinstance(search, dict), "search", "must be a table: [search]")
     fields = {
@@ -95,6 +81,17 @@ def load_objective(name_or_path: str) -> Objective:
         values["refit_seconds"] = typed(where, "promotion.refit_seconds", promotion["refit_seconds"], float)
     objective = Objective(name=path.stem, path=path, data=data, **values)
     return check_objective(objective, where)
+
+
+def images_objective(folder: Path) -> Objective:
+    """The objective of `--images DIR`: a folder objective with every other setting at its default.
+
+    It is named after the folder (`images-NAME`), so the same command finds and resumes the same study, and
+    it is recorded with the study like any objective, so promotion rebuilds the same splits.
+    """
+    root = folder.expanduser().resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "folder"
+    return check_objective(Objective(name=f"images-{slug}", path=root, data=DataConfig(source="folder", train=root)))
 
 
 def check_objective(objective: Objective, where: Where | None = None) -> Objective:
@@ -144,57 +141,5 @@ def objective_from_record(record: str) -> Objective:
     for key in ("dir", "train", "test"):
         data[key] = None if data[key] is None else Path(data[key])
     data["class_names"] = tuple(data["class_names"])
+    data["image_size"] = None if data["image_size"] is None else tuple(data["image_size"])
     return Objective(**values | {"path": Path(values["path"]), "data": DataConfig(**data)})
-
-
-def _data_config(where: Where, path: Path, raw: Any) -> DataConfig:
-    where.require(isinstance(raw, dict), "data", 'missing [data] table with at least source = "idx"')
-    fields = {
-        "source": str,
-        "dir": str,
-        "train": str,
-        "test": str,
-        "loader": str,
-        "class_names": list,
-        "validation_fraction": float,
-        "subsample": float,
-    }
-    reject_unknown(where, "data", raw, tuple(fields))
-    where.require("source" in raw, "data.source", f"missing; use one of {', '.join(DATA_SOURCES)}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "subsample" and isinstance(value, int) and not isinstance(value, bool) and value > 1:
-            values[key] = value
-            continue
-        values[key] = typed(where, f"data.{key}", value, fields[key])
-    source = values["source"]
-    where.require(
-        source in DATA_SOURCES, "data.source", f"unknown source '{source}'; use one of {', '.join(DATA_SOURCES)}"
-    )
-    for key in ("dir", "train", "test"):
-        if key in values:
-            folder = Path(values[key]).expanduser()
-            values[key] = folder if folder.is_absolute() else (path.parent / folder).resolve()
-    if "class_names" in values:
-        names = values["class_names"]
-        where.require(
-            all(isinstance(n, str) for n in names) and len(names) >= 2,
-            "data.class_names",
-            "must list at least two names as strings",
-        )
-        values["class_names"] = tuple(names)
-    if source == "csv":
-        where.require("train" in values, "data.train", 'a csv source needs train = "path/to/train.csv"')
-    if source == "loader":
-        where.require(
-            ":" in values.get("loader", ""), "data.loader", 'a loader source needs loader = "package.module:function"'
-        )
-    fraction = values.get("validation_fraction", 0.1)
-    where.require(0 < fraction < 1, "data.validation_fraction", "must be between 0 and 1, e.g. 0.1")
-    subsample = values.get("subsample", 1.0)
-    where.require(
-        0 < subsample <= 1 or isinstance(subsample, int),
-        "data.subsample",
-        "must be a fraction in (0, 1] or a count of images above 1",
-    )
-    return DataConfig(**values)

@@ -14,7 +14,6 @@ import optuna
 from search.backend import keras
 from search.config.schema import PLAIN_LOSS, Scalar
 from search.data import SearchData
-from search.data.batches import batches
 from search.engine.warm_start import SOURCE_ATTR
 from search.errors import SetupError
 
@@ -215,10 +214,10 @@ def fit(
     started = time.perf_counter()
     try:
         model.fit(
-            batches(data.train.x, data.train.y, int(params["batch_size"]), shuffle=True),
+            data.train.batches(int(params["batch_size"]), shuffle=True),
             epochs=epochs or max_epochs,
             initial_epoch=initial_epoch,
-            validation_data=batches(data.val.x, data.val.y, int(params["batch_size"]), shuffle=False),
+            validation_data=data.val.batches(int(params["batch_size"]), shuffle=False),
             shuffle=False,  # the batches are shuffled
             callbacks=[*schedule, *callbacks, watch],
             verbose=verbose,

@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial
 
 from search.config.schema import PARAMETERS, Scalar
 from search.config.spaces import HypermodelRef
-from search.data import Images, SearchData
+from search.data import SearchData
 from search.errors import SetupError
 from search.models.build import make_optimizer
 
@@ -129,8 +129,8 @@ def fit_data(model: keras.Model, data: SearchData) -> SearchData:
     """`data` with labels as the model's loss wants them (see `fit_labels`)."""
     return replace(
         data,
-        train=Images(data.train.x, fit_labels(model, data.train.y, data.n_classes)),
-        val=Images(data.val.x, fit_labels(model, data.val.y, data.n_classes)),
+        train=data.train.with_labels(fit_labels(model, data.train.y, data.n_classes)),
+        val=data.val.with_labels(fit_labels(model, data.val.y, data.n_classes)),
     )
 
 
@@ -165,7 +165,7 @@ class Hypermodel:
         """Build it with KerasTuner's defaults, as a tuner does first, and run it on one image; or a SetupError."""
         try:
             model = self.model(keras_tuner.HyperParameters(), data.input_shape)
-            shape = tuple(model(data.train.x[:1], training=False).shape)
+            shape = tuple(model(data.train.take(np.arange(1)).arrays(), training=False).shape)
         except SetupError:
             raise
         except Exception as error:

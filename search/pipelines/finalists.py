@@ -26,14 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 from search.backend import keras, limit_threads
 from search.config.spaces import Space
 from search.data import SearchData
-from search.data.batches import batches
+from search.data.batches import predict_proba
 from search.engine.candidate import rebuild_trial
 from search.engine.train import timed_callbacks
 from search.engine.worker_server import start_worker_server
 from search.models.hypermodel import fit_labels
-from search.pipelines.ensemble import mirror_images
 from search.record.tracking import PARENT_TAG
-from search.release.gates import PREDICT_BATCH
 from search.release.stage import Stage
 
 FINALIST_KIND = "finalist"
@@ -195,15 +193,15 @@ def _finalist(job: FinalistJob, space: Space, data: SearchData) -> Finalist:
     started = time.perf_counter()
     labels = fit_labels(model, data.train.y, data.n_classes)
     history = model.fit(
-        batches(data.train.x, labels, int(params["batch_size"]), shuffle=True),
+        data.train.with_labels(labels).batches(int(params["batch_size"]), shuffle=True),
         shuffle=False,  # the batches are shuffled
         epochs=cap,
         callbacks=callbacks,
         verbose=0,
     )
     seconds = time.perf_counter() - started
-    plain = model.predict(data.val.x, batch_size=PREDICT_BATCH, verbose=0)
-    mirrored = model.predict(mirror_images(data.val.x), batch_size=PREDICT_BATCH, verbose=0)
+    plain = predict_proba(model, data.val)
+    mirrored = predict_proba(model, data.val, mirror=True)
     model.save(job.path)
     curves = {name: [float(v) for v in values] for name, values in history.history.items()}
     curves["epoch_seconds"] = timed.durations

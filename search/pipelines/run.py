@@ -99,7 +99,7 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
 
     start_worker_server()  # its imports overlap the data's loading and the records' set-up
     started = time.perf_counter()
-    data = load_search_data(objective, request.data_dir)
+    data = load_search_data(objective, request.data_dir, store.image_cache)
     if space.hypermodel is not None:
         from search.models.hypermodel import Hypermodel
 

@@ -47,6 +47,11 @@ class Store:
     tracking_uri: str | None = None
 
     @property
+    def image_cache(self) -> Path:
+        """Where a folder's images are decoded once for every search and promotion of this store."""
+        return self.folder / "image-cache"
+
+    @property
     def tracking(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.folder / 'mlflow.db').resolve()}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -13,13 +14,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlparse
 
 import mlflow.data
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
 from search.config.schema import Scalar
-from search.data import SearchData
+from search.data import Images, ImageSet, SearchData
 from search.errors import SetupError
 from search.record.sqlite_schema import prepare_new_store
 from search.secrets import redact
@@ -90,11 +92,22 @@ def dataset_inputs(data: SearchData) -> list[DatasetInput]:
     for context, images in (("train", data.train), ("validation", data.val)):
         with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(
-                images.x, targets=images.y, name=f"{data.name}-{context}", source=data.source
-            )
+            dataset = _dataset(images, f"{data.name}-{context}", data.source)
         inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", context)]))
     return inputs
+
+
+def _dataset(images: ImageSet, name: str, source: str) -> mlflow.data.dataset.Dataset:
+    """Images in memory as MLflow's NumPy dataset; streamed ones by digest and schema alone (nothing read)."""
+    if isinstance(images, Images):
+        return mlflow.data.from_numpy(images.x, targets=images.y, name=name, source=source)
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types.schema import Schema, TensorSpec
+
+    digest = hashlib.sha256(images.fingerprint()).hexdigest()[:8]
+    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, *images.shape), "images")])
+    return MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=schema)
 
 
 class Tracker:

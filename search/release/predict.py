@@ -1,7 +1,9 @@
-"""Label images with a model from the registry: `.npy`, Kaggle-layout CSV or a folder of PNG images in.
+"""Label images with a model from the registry: image files (one, or a folder of them), `.npy` or Kaggle-layout CSV.
 
 The model is loaded as an MLflow pyfunc, the same way `mlflow models serve` loads it, so what
-`atelier predict` prints is what the served model answers.
+`atelier predict` prints is what the served model answers. Image files of any size and colour mode are
+decoded, converted and resized to the model's input by `search.data.decode`, as the training images were
+(the resize mode the model was trained with is in its metadata).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from PIL import Image, UnidentifiedImageError
 
 from search.data import read_kaggle_csv
+from search.data.decode import IMAGE_EXTENSIONS, ImageFormat, UnreadableImage, decode_image, is_image_file
 from search.errors import SetupError
 from search.record.store import Store
 
-IMAGE_SUFFIXES = (".png",)
+IMAGES = "image files (" + ", ".join(IMAGE_EXTENSIONS) + ")"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Classifier:
     model: mlflow.pyfunc.PyFuncModel
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...]
+    resize: str = "pad"  # how the training images were brought to the input's size
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of raw 0-255 images, one row per image."""
@@ -62,23 +65,27 @@ def load_classifier(uri: str) -> Classifier:
     names = (model.metadata.metadata or {}).get("class_names")
     output = model.metadata.get_output_schema()
     count = int(output.inputs[0].shape[-1]) if output is not None and output.is_tensor_spec() else 0
-    return Classifier(uri, model, shape, tuple(names) if names else tuple(str(i) for i in range(count)))
+    resize = (model.metadata.metadata or {}).get("resize", "pad")
+    return Classifier(uri, model, shape, tuple(names) if names else tuple(str(i) for i in range(count)), resize)
 
 
-def read_images(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
-    """Names and raw 0-255 uint8 pixels of the images at `path`, checked against the model's input shape."""
+def read_images(path: Path, input_shape: tuple[int, ...], resize: str = "pad") -> tuple[list[str], np.ndarray]:
+    """Names and raw 0-255 uint8 pixels of the images at `path`, in the model's input shape."""
+    image_format = ImageFormat((input_shape[0], input_shape[1]), input_shape[-1], resize)
     if path.is_dir():
-        return _read_folder(path, input_shape)
+        return _read_folder(path, image_format)
     if not path.is_file():
-        raise SetupError(f"{path}: no such file or folder; give a .npy file, a .csv file or a folder of .png images")
+        raise SetupError(f"{path}: no such file or folder; give {IMAGES}, a folder of them, a .npy or a .csv file")
+    if is_image_file(path.name):
+        return [path.name], _decoded([path], image_format)
     if path.suffix == ".npy":
         return _read_npy(path, input_shape)
     if path.suffix == ".csv":
         x = read_kaggle_csv(path, labelled=False).x
         return [f"row {row}" for row in range(1, len(x) + 1)], _fit_shape(x, input_shape, str(path))
     raise SetupError(
-        f"{path}: cannot read '{path.suffix}' files; give a .npy file, a Kaggle-layout .csv file "
-        "or a folder of .png images"
+        f"{path}: cannot read '{path.suffix}' files; give {IMAGES}, a folder of them, a .npy file "
+        "or a Kaggle-layout .csv file"
     )
 
 
@@ -89,7 +96,7 @@ def predict_images(store: Store, model_uri: str, path: Path) -> pd.DataFrame:
         store.check_tracking_exists()
     mlflow.set_tracking_uri(store.tracking)
     classifier = load_classifier(model_uri)
-    names, images = read_images(path, classifier.input_shape)
+    names, images = read_images(path, classifier.input_shape, classifier.resize)
     return predictions_table(classifier, names, images)
 
 
@@ -122,23 +129,25 @@ def _read_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.n
     return [f"image {i}" for i in range(len(x))], _fit_shape(x.astype(np.uint8), input_shape, str(path))
 
 
-def _read_folder(folder: Path, input_shape: tuple[int, ...]) -> tuple[list[str], np.ndarray]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def _read_folder(folder: Path, image_format: ImageFormat) -> tuple[list[str], np.ndarray]:
+    """Every image file under `folder` (its subfolders too, hidden files left out), sorted by path."""
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and is_image_file(path.name) and not any(part.startswith(".") for part in path.parts)
+    )
     if not files:
-        raise SetupError(f"{folder}: no .png images in this folder; give a folder of .png images")
-    channels = input_shape[-1]
-    images = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                mode = image.mode
-                pixels = np.asarray(image.convert("L") if mode in ("1", "P") and channels == 1 else image)
-        except (OSError, UnidentifiedImageError) as error:
-            raise SetupError(f"{file}: not a readable PNG image ({error}); remove or replace it") from None
-        if pixels.dtype != np.uint8:
-            raise SetupError(f"{file}: {pixels.dtype} pixels (mode {mode}); save it as an 8-bit PNG")
-        images.append(_fit_shape(pixels[np.newaxis], input_shape, str(file))[0])
-    return [file.name for file in files], np.stack(images)
+        raise SetupError(f"{folder}: no images in this folder; give a folder of {IMAGES}")
+    return [path.relative_to(folder).as_posix() for path in files], _decoded(files, image_format)
+
+
+def _decoded(files: list[Path], image_format: ImageFormat) -> np.ndarray:
+    try:
+        return np.stack([decode_image(path, image_format) for path in files])
+    except UnreadableImage as unreadable:
+        raise SetupError(
+            f"{unreadable.path}: cannot decode this image ({unreadable.reason}); remove or replace it"
+        ) from None
 
 
 def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from search.data import SearchData  # noqa: E402
+from search.data import Images, ImageSet, SearchData  # noqa: E402
 from search.paths import check_output_folder  # noqa: E402
 
 SAMPLES_PER_CLASS = 10
@@ -33,6 +33,7 @@ MIN_WIDTH_INCHES = 5.0  # room for the figure's title when there are few classes
 GRID_MAX_INCHES = 200.0  # very many classes shrink the cells rather than pass Agg's size limit
 PIXEL_VALUES = 256
 HISTOGRAM_CHUNK = 1 << 20  # pixels counted at once
+FIGURE_BYTES = 256 << 20  # of streamed images read for the figures and pixel statistics: a seeded sample
 
 
 def class_counts(data: SearchData) -> pd.DataFrame:
@@ -68,8 +69,9 @@ def pixel_histogram(images: np.ndarray) -> np.ndarray:
 
 
 def summary(data: SearchData) -> dict[str, object]:
-    """Split sizes, image shape, class count, and the train split's pixel mean, std, min and max (over all channels)."""
-    counts = pixel_histogram(data.train.x).sum(axis=0)
+    """Split sizes, image shape, class count, the train split's pixel mean, std, min and max (over all channels), and
+    for a folder what was found there: sizes, colour modes, files ignored or skipped, the test part held out."""
+    counts = pixel_histogram(figure_images(data.train).x).sum(axis=0)
     values = np.arange(PIXEL_VALUES)
     present = np.flatnonzero(counts)
     mean = float(values @ counts / counts.sum())
@@ -85,7 +87,37 @@ def summary(data: SearchData) -> dict[str, object]:
         "pixel_std": round(std, 3),
         "pixel_min": int(present[0]),
         "pixel_max": int(present[-1]),
-    }
+    } | {key: value for key, value in data.details.items() if key not in ("held_out_files", "cache")}
+
+
+def figure_images(images: ImageSet) -> Images:
+    """The images the figures and statistics are drawn from: all in memory, or a seeded sample of streamed ones."""
+    if isinstance(images, Images):
+        return images
+    count = min(len(images), max(1, FIGURE_BYTES // int(np.prod(images.shape))))
+    chosen = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(images), count, replace=False))
+    taken = images.take(chosen)
+    return Images(taken.arrays(), taken.y)
+
+
+def folder_lines(data: SearchData) -> list[str]:
+    """What a folder held, in a few lines for the terminal; nothing for other sources."""
+    details = data.details
+    if not details:
+        return []
+    sizes = ", ".join(f"{size} ({count})" for size, count in list(details["sizes"].items())[:5])
+    more = f" and {len(details['sizes']) - 5} more sizes" if len(details["sizes"]) > 5 else ""
+    modes = ", ".join(f"{mode} {count}" for mode, count in details["modes"].items())
+    height, width = details["image_size"]
+    test = "held out of the folder" if details["test_held_out"] else "in the test folder"
+    load = "streamed from the decoded cache" if details["load"] == "stream" else "held in memory"
+    return [
+        f"images found: {sizes}{more}; {modes}",
+        f"trained at {height}x{width}x{details['channels']} ({details['resize']}), {load}; "
+        f"{details['test_images']} test images {test}",
+        f"files ignored: {len(details['ignored'])} (not images, or hidden); unreadable and skipped: "
+        f"{len(details['skipped'])}",
+    ]
 
 
 def class_counts_figure(counts: pd.DataFrame, title: str) -> Figure:
@@ -196,7 +228,8 @@ def write_data_report(data: SearchData, folder: Path) -> list[Path]:
     """Write the report's figures (PNG), class counts (CSV) and summary (JSON) into `folder`; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = class_counts(data)
-    x, y, name = data.train.x, data.train.y, data.name
+    shown = figure_images(data.train)
+    x, y, name = shown.x, shown.y, data.name
     figures = [
         _save(class_counts_figure(counts, f"{name}: images per class"), folder / "class_counts.png"),
         _save(samples_figure(x, y, data.class_names, f"{name}: train samples"), folder / "samples.png"),

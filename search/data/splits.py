@@ -1,0 +1,82 @@
+"""The training part of an objective's data split into train and validation, then the train split subsampled.
+
+The splits pick indices, so they are the same whether the images are in memory or read from the cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from search.config.objectives import Objective
+from search.data.folder_reader import FolderReader
+from search.data.images import ImageSet, SearchData
+from search.data.sources import FASHION_CLASSES, check_labels, reader
+from search.errors import SetupError
+
+
+def load_search_data(objective: Objective, data_dir: Path | None = None, cache_root: Path | None = None) -> SearchData:
+    """The training part split into train and validation, stratified and seeded, then the train split subsampled.
+
+    The validation split is a fraction of the whole training part whatever the subsample, so a search
+    on a few training images is still judged on many: one accuracy on 1,500 images has a standard
+    error near 0.009, on 6,000 near 0.004. The split is the same for every subsample of one seed.
+    A folder's images are decoded into a cache under `cache_root` (the store's), in memory without one.
+    """
+    read, where = reader(objective.data, data_dir, cache_root)
+    images = read("train")
+    class_names = _class_names(objective, read, images)
+    check_labels(images.y, len(class_names), where)
+    config, seed = objective.data, objective.seed
+    _check_classes_split(images, where, "add images of that class")
+    val_count = max(len(class_names), round(config.validation_fraction * len(images)))
+    try:
+        train_at, val_at = train_test_split(
+            np.arange(len(images)), test_size=val_count, stratify=images.y, random_state=seed
+        )
+    except ValueError as error:
+        raise SetupError(
+            f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
+            f"the rest, stratified by class ({error}); lower data.validation_fraction"
+        ) from None
+    if config.subsample != 1.0:
+        count = config.subsample if config.subsample > 1 else round(config.subsample * len(train_at))
+        if count < len(train_at):
+            problem = f"{where}: data.subsample {config.subsample} cannot pick {int(count)} of {len(train_at)} images"
+            train_at = _stratified_take(train_at, images.y[train_at], int(count), seed, problem)
+    details = read.details if isinstance(read, FolderReader) else {}
+    return SearchData(objective.name, where, images.take(train_at), images.take(val_at), class_names, details)
+
+
+def _class_names(objective: Objective, read: object, images: ImageSet) -> tuple[str, ...]:
+    if isinstance(read, FolderReader):
+        return read.class_names
+    if objective.data.class_names:
+        return objective.data.class_names
+    if objective.data.source in ("idx", "csv"):
+        return FASHION_CLASSES
+    return tuple(str(label) for label in range(int(images.y.max()) + 1))
+
+
+def _check_classes_split(images: ImageSet, where: str, fix: str) -> None:
+    """A stratified split needs two images of every class present."""
+    counts = np.bincount(images.y)
+    single = np.flatnonzero(counts == 1)
+    if single.size:
+        raise SetupError(
+            f"{where}: class {int(single[0])} has a single image, and a stratified split into train "
+            f"and validation needs at least 2 of each class; {fix}"
+        )
+
+
+def _stratified_take(indices: np.ndarray, labels: np.ndarray, count: int, seed: int, problem: str) -> np.ndarray:
+    try:
+        taken, _ = train_test_split(indices, train_size=count, stratify=labels, random_state=seed)
+    except ValueError as error:
+        raise SetupError(
+            f"{problem} ({error}); choose a data.subsample that keeps at least 2 images of each "
+            "class, or 1.0 for all of them"
+        ) from None
+    return taken
