@@ -120,16 +120,12 @@ def case(
     problem: str | tuple[str, ...],
     fix: str | None = None,
     absent: tuple[str, ...] = (),
-    usage: bool = False,
     xfail: str | None = None,
 ):
-    """One bad input: arguments, files written first, what the error line must name (problem, fix) and not show.
-
-    `usage` marks an argparse error: a usage line comes first, then the error line.
-    """
+    """One bad input: arguments, files written first, what the error line must name (problem, fix) and not show."""
     problems = (problem,) if isinstance(problem, str) else problem
     marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
-    return pytest.param(list(args), files or {}, problems, fix, absent, usage, id=case_id, marks=marks)
+    return pytest.param(list(args), files or {}, problems, fix, absent, id=case_id, marks=marks)
 
 
 CASES = [
@@ -1136,8 +1132,8 @@ CASES = [
         "bench",
         "--budget-epochs",
         "1.5",
-        problem="argument --budget-epochs: invalid int value",
-        usage=True,
+        problem="--budget-epochs: invalid int value: '1.5'",
+        fix="give a whole number (see atelier bench --help)",
     ),
     # contradictory or impossible flags
     case("flags-trials-negative", *DIGITS, "--trials", "-3", problem="search.trials: must be at least 1"),
@@ -1331,36 +1327,130 @@ CASES = [
         problem="holds control characters",
         fix="give a plain path",
     ),
+    # flags argparse refuses: one line naming the flag, the fix and the command's help, not the usage
     case(
         "usage-trials-not-int",
         *DIGITS,
         "--trials",
         "ten",
-        problem="argument --trials: invalid int value: 'ten'",
-        usage=True,
+        problem="--trials: invalid int value: 'ten'",
+        fix="give a whole number (see atelier run --help)",
     ),
     case(
         "usage-max-epochs-fraction",
         *DIGITS,
         "--max-epochs",
         "1.5",
-        problem="argument --max-epochs: invalid int value",
-        usage=True,
+        problem="--max-epochs: invalid int value: '1.5'",
+        fix="give a whole number",
     ),
     case(
-        "usage-show-format", "show", "--format", "xml", problem="argument --format: invalid choice: 'xml'", usage=True
+        "usage-seed-fraction",
+        *DIGITS,
+        "--seed",
+        "1.5",
+        problem="--seed: invalid int value: '1.5'",
+        fix="give a whole number (see atelier run --help)",
+    ),
+    case(
+        "usage-timeout-not-a-number",
+        *DIGITS,
+        "--timeout",
+        "soon",
+        problem="--timeout: invalid float value: 'soon'",
+        fix="give a number (see atelier run --help)",
+    ),
+    case(
+        "usage-seed-without-value",
+        *DIGITS,
+        "--seed",
+        problem="--seed: expected one argument",
+        fix="give it a value (see atelier run --help)",
+    ),
+    case(
+        "usage-unknown-flag",
+        *DIGITS,
+        "--sed",
+        "3",
+        problem="--sed: unknown flag",
+        fix="check its spelling (see atelier run --help)",
+    ),
+    case(
+        "usage-unknown-flag-before-command",
+        "--verbose",
+        "run",
+        problem="--verbose: unknown flag",
+        fix="check its spelling (see atelier --help)",
+    ),
+    case(
+        "usage-unexpected-argument",
+        "show",
+        "digits-dense",
+        problem="unexpected argument 'digits-dense'",
+        fix="give every value after its flag (see atelier show --help)",
+    ),
+    case(
+        "usage-switch-with-value",
+        *DIGITS,
+        "--quiet=yes",
+        problem="--quiet: ignored explicit argument 'yes'",
+        fix="give it no value (see atelier run --help)",
+    ),
+    case(
+        "usage-ambiguous-flag",
+        *DIGITS,
+        "--s",
+        "3",
+        problem="ambiguous option: --s could match --space, --study, --seed",
+        fix="spell the flag out (see atelier run --help)",
+    ),
+    case(
+        "usage-show-format",
+        "show",
+        "--format",
+        "xml",
+        problem="--format: invalid choice: 'xml'",
+        fix="choose one of table, csv, json, markdown (see atelier show --help)",
+    ),
+    case(
+        "usage-data-format",
+        "data",
+        "--format",
+        "xml",
+        problem="--format: invalid choice: 'xml'",
+        fix="choose one of table, csv, json, markdown (see atelier data --help)",
     ),
     case(
         "usage-promote-trial",
         "promote",
         "--trial",
         "best",
-        problem="argument --trial: invalid int value: 'best'",
-        usage=True,
+        problem="--trial: invalid int value: 'best'",
+        fix="give a whole number (see atelier promote --help)",
     ),
-    case("usage-predict-no-input", "predict", problem="the following arguments are required: --input", usage=True),
     case(
-        "usage-data-format", "data", "--format", "xml", problem="argument --format: invalid choice: 'xml'", usage=True
+        "usage-predict-no-input",
+        "predict",
+        problem="the following arguments are required: --input",
+        fix="add them (see atelier predict --help)",
+    ),
+    case(
+        "usage-bench-strategies-without-value",
+        "bench",
+        "--strategies",
+        problem="--strategies: expected at least one argument",
+        fix="give it one value or more (see atelier bench --help)",
+    ),
+    case(
+        "usage-no-command",
+        problem="the following arguments are required: COMMAND",
+        fix="add them (see atelier --help)",
+    ),
+    case(
+        "usage-unknown-command",
+        "serch",
+        problem=("COMMAND: invalid choice: 'serch'", "'run', 'best'"),
+        fix="(see atelier --help)",
     ),
 ]
 
@@ -1396,39 +1486,25 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def run(atelier, capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, str, str]:
-    """`atelier ARGS` in-process; argparse's own errors exit through SystemExit."""
-    try:
-        return atelier(*args)
-    except SystemExit as exit_:
-        out, err = capsys.readouterr()
-        return exit_.code, out, err
-
-
-@pytest.mark.parametrize(("args", "files", "problems", "fix", "absent", "usage"), CASES)
+@pytest.mark.parametrize(("args", "files", "problems", "fix", "absent"), CASES)
 def test_bad_input(
     args: list[str],
     files: dict[str, Content],
     problems: tuple[str, ...],
     fix: str | None,
     absent: tuple[str, ...],
-    usage: bool,
     workdir: Path,
     fashion_dir: Path,
     atelier,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """One line naming the problem and the fix, exit status 2, no traceback, nothing written."""
     write(workdir, files)
     before = snapshot(workdir)
-    status, out, err = run(atelier, capsys, args)
+    status, out, err = atelier(*args)
     assert "Traceback" not in out + err
     lines = err.splitlines()
     assert status == 2, err
-    if usage:
-        assert lines[0].startswith("usage: atelier ") and lines[-1].startswith(f"atelier {args[0]}: error: "), err
-    else:
-        assert len(lines) == 1 and err.endswith("\n") and lines[0].startswith("atelier: error: "), err
+    assert len(lines) == 1 and err.endswith("\n") and lines[0].startswith("atelier: error: "), err
     for part in problems + ((fix,) if fix else ()):
         assert part in lines[-1], f"{part!r} not in {lines[-1]!r}"
     for part in absent:

@@ -38,6 +38,51 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, workdir: Pat
     assert not (workdir / "mlruns").exists()
 
 
+BAD_FLAGS = {  # a command line argparse refuses: the line after "atelier: error: "
+    "fractional seed": (
+        ["run", "--seed", "1.5"],
+        "--seed: invalid int value: '1.5'; give a whole number (see atelier run --help)",
+    ),
+    "unknown format": (
+        ["show", "--format", "xml"],
+        "--format: invalid choice: 'xml'; choose one of table, csv, json, markdown (see atelier show --help)",
+    ),
+    "unknown flag": (["run", "--sed", "3"], "--sed: unknown flag; check its spelling (see atelier run --help)"),
+    "missing value": (["run", "--seed"], "--seed: expected one argument; give it a value (see atelier run --help)"),
+    "missing required flag": (
+        ["best"],
+        "the following arguments are required: --budget; add them (see atelier best --help)",
+    ),
+    "no command": ([], "the following arguments are required: COMMAND; add them (see atelier --help)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS, ids=list(BAD_FLAGS))
+def test_bad_flag_is_one_line_naming_the_flag_and_the_fix(case: str, workdir: Path, atelier) -> None:
+    """Not argparse's usage: one line, exit status 2, nothing written."""
+    args, expected = BAD_FLAGS[case]
+    status, out, err = atelier(*args)
+    assert (status, out, err) == (2, "", f"atelier: error: {expected}\n")
+    assert not list(workdir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "listed"),
+    [
+        (["--help"], "print a study's trials, best first"),
+        (["run", "--help"], "--seed SEED"),
+        (["show", "-h"], "--format {table,csv,json,markdown}"),
+    ],
+)
+def test_help_is_still_the_whole_help(
+    args: list[str], listed: str, atelier, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        atelier(*args)
+    out = capsys.readouterr().out
+    assert exited.value.code == 0 and out.startswith("usage: atelier") and "options:" in out and listed in out
+
+
 def test_show_without_a_store_says_how_to_make_one(workdir: Path, atelier) -> None:
     status, _, err = atelier("show")
     assert status == 2 and "run `atelier run` first" in err and err.count("\n") == 1
@@ -82,4 +127,14 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path: Path) -> N
     result = subprocess.run(
         [str(script), "run", "--trials", "ten"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 2 and "invalid int value: 'ten'" in result.stderr
+    assert result.returncode == 2 and result.stderr == (
+        "atelier: error: --trials: invalid int value: 'ten'; give a whole number (see atelier run --help)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "search.cli", "show", "--format", "xml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.startswith("atelier: error: --format: invalid choice: 'xml'")
