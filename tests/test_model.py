@@ -13,7 +13,15 @@ from search.models.build import UnbuildableModel, build_model, check_buildable
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, size=(16, 8, 8, 1), dtype=np.uint8)
-ALL_AUGMENTATION = {"aug_flip": True, "aug_translate": 0.1, "aug_rotate": 0.05, "aug_zoom": 0.1, "aug_erase": 0.5}
+ALL_AUGMENTATION = {
+    "aug_brightness": 0.2,
+    "aug_contrast": 0.2,
+    "aug_flip": True,
+    "aug_translate": 0.1,
+    "aug_rotate": 0.05,
+    "aug_zoom": 0.1,
+    "aug_erase": 0.5,
+}
 
 
 def small_cnn(**overrides: Scalar) -> dict[str, Scalar]:
@@ -118,6 +126,8 @@ def test_augmentation_layers_follow_the_parameters() -> None:
     assert names.index("augment") < names.index("scale")
     augment = augmented.get_layer("augment")
     assert [type(layer) for layer in augment.layers] == [
+        keras.layers.RandomBrightness,
+        keras.layers.RandomContrast,
         keras.layers.RandomFlip,
         keras.layers.RandomTranslation,
         keras.layers.RandomRotation,
@@ -126,6 +136,47 @@ def test_augmentation_layers_follow_the_parameters() -> None:
     ]
     only_flip = build_model(small_cnn(aug_flip=True), (8, 8, 1), 3)
     assert [layer.name for layer in only_flip.get_layer("augment").layers] == ["flip"]
+
+
+def test_colour_augmentation_takes_its_factors_on_the_raw_pixel_range() -> None:
+    """aug_brightness and aug_contrast are Keras's factors, on 0-255 pixels (the model scales after augmenting)."""
+    augment = build_model(small_cnn(aug_brightness=0.3, aug_contrast=0.4), (8, 8, 3), 3).get_layer("augment")
+    brightness, contrast = augment.get_layer("brightness"), augment.get_layer("contrast")
+    assert (brightness.factor, tuple(brightness.value_range)) == ((-0.3, 0.3), (0, 255))
+    assert (contrast.factor, tuple(contrast.value_range)) == ((0.4, 0.4), (0, 255))
+
+
+def test_no_stem_by_default() -> None:
+    """stem_stride 1 (the default) builds no stem: the first block's convolution reads the scaled pixels."""
+    model = build_model(small_cnn(stem_filters=64), (28, 28, 1), 3)
+    assert not any(layer.name.startswith("stem") for layer in model.layers)
+    assert model.get_layer("conv0_0").input is model.get_layer("scale").output
+
+
+@pytest.mark.parametrize(("stride", "kernel", "side"), [(2, 3, 112), (4, 7, 56)])
+def test_stem_cuts_each_side_by_its_stride(stride: int, kernel: int, side: int) -> None:
+    """A stride-s stem: one (2s - 1)-wide convolution of stem_filters, 'same' padding, relu, before the blocks."""
+    model = build_model(small_cnn(stem_stride=stride, stem_filters=16), (224, 224, 3), 3)
+    stem = model.get_layer("stem")
+    assert (stem.kernel_size, stem.strides, stem.padding, stem.filters) == (
+        (kernel, kernel),
+        (stride, stride),
+        "same",
+        16,
+    )
+    assert stem.input is model.get_layer("scale").output
+    assert model.get_layer("stem_relu").output.shape == (None, side, side, 16)
+    assert model.get_layer("conv0_0").input is model.get_layer("stem_relu").output
+    assert stem.count_params() == kernel * kernel * 3 * 16 + 16
+    assert "stem_bn" not in [layer.name for layer in model.layers]
+
+
+def test_stem_follows_the_blocks_batch_norm_and_l2() -> None:
+    model = build_model(small_cnn(stem_stride=2, conv_batch_norm=True, l2=1e-4), (16, 16, 3), 3)
+    stem = model.get_layer("stem")
+    assert not stem.use_bias and model.get_layer("stem_bn").input is stem.output
+    assert model.get_layer("stem_relu").input is model.get_layer("stem_bn").output
+    assert len(model.losses) == 5  # the stem's kernel, 2 convolutions, the hidden dense layer, the classifier
 
 
 def test_augmentation_only_in_training() -> None:
@@ -159,6 +210,37 @@ def test_too_many_blocks_is_unbuildable_even_with_same_padding() -> None:
     check_buildable(defaults | {"conv_blocks": 3}, (8, 8, 1))
     with pytest.raises(UnbuildableModel, match="pooling after conv block 4.*fewer blocks"):
         check_buildable(defaults | {"conv_blocks": 4}, (8, 8, 1))
+
+
+def test_check_buildable_counts_the_stem() -> None:
+    """28x28 through a stride-4 stem is 7x7: two blocks pool it to 1x1, a third to nothing, and the reason says so."""
+    defaults = {name: spec.default for name, spec in PARAMETERS.items()}
+    check_buildable(defaults | {"conv_blocks": 2, "stem_stride": 4}, (28, 28, 1))
+    with pytest.raises(
+        UnbuildableModel,
+        match=r"pooling after conv block 3 shrinks the 28x28 input to nothing \(a stride-4 stem leaves 7x7\); "
+        r"use fewer blocks, a smaller stem_stride or 'same' padding",
+    ):
+        check_buildable(defaults | {"conv_blocks": 3, "stem_stride": 4}, (28, 28, 1))
+    check_buildable({"conv_blocks": 0, "stem_stride": 8}, (4, 4, 1))  # no blocks: no stem, defaults filled in
+
+
+@pytest.mark.parametrize("input_shape", [(9, 9, 1), (30, 18, 3), (13, 6, 3)])
+def test_check_buildable_agrees_with_keras_on_odd_sides(input_shape: tuple[int, int, int]) -> None:
+    """'same' padding at stride 4 leaves ceil(side / 4), then each block halves it: every block count builds to
+    the map Keras makes until the first that pools a side to nothing, which is refused."""
+    after_stem = [-(-side // 4) for side in input_shape[:2]]
+    for blocks in range(1, 5):
+        params = small_cnn(conv_blocks=blocks, stem_stride=4, dense_layers=0) | {
+            f"conv_filters_{b}": 4 for b in range(4)
+        }
+        pooled = tuple(side >> blocks for side in after_stem)
+        if min(pooled) < 1:
+            with pytest.raises(UnbuildableModel, match=f"pooling after conv block {blocks} .* stride-4 stem leaves"):
+                build_model(params, input_shape, 3)
+            return
+        assert build_model(params, input_shape, 3).get_layer(f"pool{blocks - 1}").output.shape[1:3] == pooled
+    pytest.fail("four blocks after a stride-4 stem should pool these inputs to nothing")
 
 
 def test_check_buildable_accepts_what_keras_builds() -> None:

@@ -62,6 +62,24 @@ PARAMETERS: dict[str, ParamSpec] = {
     spec.name: spec
     for spec in (
         _spec("conv_blocks", int, 0, "convolution blocks, each ending in 2x2 max pooling", minimum=0, maximum=8),
+        _spec(
+            "stem_stride",
+            int,
+            1,
+            "stride of one convolution before the blocks (kernel 2 x stride - 1): large inputs cut early; 1: no stem",
+            minimum=1,
+            maximum=8,
+            requires="conv_blocks",
+        ),
+        _spec(
+            "stem_filters",
+            int,
+            32,
+            "filters of the stem's convolution",
+            minimum=1,
+            maximum=1024,
+            requires="conv_blocks",
+        ),
         _spec("conv_layers", int, 1, "convolutions per block", minimum=1, maximum=4, requires="conv_blocks"),
         _spec(
             "conv_filters", int, 32, "filters of each block's convolutions", minimum=1, maximum=1024, per="conv_blocks"
@@ -126,6 +144,30 @@ PARAMETERS: dict[str, ParamSpec] = {
         _spec("aug_translate", float, 0.0, "random shift, fraction of height and width", minimum=0.0, maximum=0.5),
         _spec("aug_rotate", float, 0.0, "random rotation, fraction of a full turn", minimum=0.0, maximum=0.5),
         _spec("aug_zoom", float, 0.0, "random zoom, fraction of size", minimum=0.0, maximum=0.9),
-        _spec("aug_erase", float, 0.0, "probability of erasing a random patch", minimum=0.0, maximum=1.0),
+        _spec(
+            "aug_erase",
+            float,
+            0.0,
+            "random erasing of a patch with noise: an image is erased with probability aug_erase / 2 (Keras draws "
+            "each image's probability from [0, aug_erase])",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        _spec(
+            "aug_brightness",
+            float,
+            0.0,
+            "random brightness: each image shifted up or down by up to this share of the 0-255 range (training only)",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        _spec(
+            "aug_contrast",
+            float,
+            0.0,
+            "random contrast: each image's spread about its channels' means scaled by 1 +/- up to this (training only)",
+            minimum=0.0,
+            maximum=1.0,
+        ),
     )
 }

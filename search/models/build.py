@@ -16,7 +16,7 @@ class UnbuildableModel(ValueError):
 
 def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """A compiled classifier that takes raw 0-255 pixels of `input_shape` and outputs class probabilities."""
-    p = {name: params.get(name, spec.default) for name, spec in PARAMETERS.items()} | dict(params)
+    p = _with_defaults(params)
     check_buildable(p, input_shape)
     regularizer = keras.regularizers.L2(p["l2"]) if p["l2"] else None
     momentum = float(p["batch_norm_momentum"])
@@ -24,6 +24,8 @@ def build_model(params: Mapping[str, Scalar], input_shape: tuple[int, ...], n_cl
     augmentation = _augmentation(p)
     x = augmentation(inputs) if augmentation.layers else inputs
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(x)
+    if p["conv_blocks"] and int(p["stem_stride"]) > 1:
+        x = _stem(x, p, regularizer)
     for block in range(int(p["conv_blocks"])):
         for layer in range(int(p["conv_layers"])):
             x = keras.layers.Conv2D(
@@ -87,9 +89,14 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 
 def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) -> None:
-    """Raise `UnbuildableModel` when the convolution stack shrinks the image to nothing."""
+    """Raise `UnbuildableModel` when the stem and the convolution stack shrink the image to nothing."""
+    params = _with_defaults(params)
     height, width = input_shape[0], input_shape[1]
     kernel = int(params["conv_kernel_size"])
+    stride = int(params["stem_stride"]) if params["conv_blocks"] else 1
+    height, width = -(-height // stride), -(-width // stride)  # 'same' padding: ceil(side / stride)
+    stem = f"a stride-{stride} stem leaves {height}x{width}" if stride > 1 else ""
+    fewer = "fewer blocks, a smaller stem_stride" if stride > 1 else "fewer blocks"
     for block in range(int(params["conv_blocks"])):
         for layer in range(int(params["conv_layers"])):
             if params["conv_padding"] == "valid":
@@ -97,14 +104,46 @@ def check_buildable(params: Mapping[str, Scalar], input_shape: tuple[int, ...]) 
             if min(height, width) < 1:
                 raise UnbuildableModel(
                     f"conv block {block + 1} layer {layer + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
-                    f"input to nothing ({kernel}x{kernel} kernel, valid padding)"
+                    f"input to nothing ({kernel}x{kernel} kernel, valid padding{'; ' + stem if stem else ''})"
                 )
         height, width = height // 2, width // 2
         if min(height, width) < 1:
             raise UnbuildableModel(
                 f"pooling after conv block {block + 1} shrinks the {input_shape[0]}x{input_shape[1]} "
-                f"input to nothing; use fewer blocks or 'same' padding"
+                f"input to nothing{f' ({stem})' if stem else ''}; use {fewer} or 'same' padding"
             )
+
+
+def _with_defaults(params: Mapping[str, Scalar]) -> dict[str, Scalar]:
+    """`params` with every schema parameter it leaves out at its default."""
+    return {name: spec.default for name, spec in PARAMETERS.items()} | dict(params)
+
+
+def _stem(
+    x: keras.KerasTensor, p: Mapping[str, Scalar], regularizer: keras.regularizers.Regularizer | None
+) -> keras.KerasTensor:
+    """One strided convolution before the blocks: a `stem_stride` s cuts each side by s (area by s squared) at the
+    cost of one convolution, so a 224x224 photo reaches the blocks as 56x56 at s = 4.
+
+    The kernel is 2s - 1, the standard overlapping stem: 3x3 at stride 2 as in MobileNet and EfficientNet, 7x7 at
+    stride 4, ResNet's 7x7 kernel reaching its stride of 4 in one convolution (ResNet adds a max pool). Neighbouring
+    windows overlap by s - 1 pixels, so no detail is split between two windows that each see only half of it, as
+    in a patchify stem (kernel = stride, ConvNeXt's). 'same' padding (each side becomes ceil(side / s)), batch
+    norm when the blocks have it, then relu.
+    """
+    stride = int(p["stem_stride"])
+    x = keras.layers.Conv2D(
+        int(p["stem_filters"]),
+        2 * stride - 1,
+        strides=stride,
+        padding="same",
+        use_bias=not p["conv_batch_norm"],
+        kernel_regularizer=regularizer,
+        name="stem",
+    )(x)
+    if p["conv_batch_norm"]:
+        x = keras.layers.BatchNormalization(momentum=float(p["batch_norm_momentum"]), name="stem_bn")(x)
+    return keras.layers.Activation("relu", name="stem_relu")(x)
 
 
 def _each(p: Mapping[str, Scalar], name: str, index: int) -> Scalar:
@@ -113,8 +152,16 @@ def _each(p: Mapping[str, Scalar], name: str, index: int) -> Scalar:
 
 
 def _augmentation(p: Mapping[str, Scalar]) -> keras.Sequential:
-    """Random transforms of raw pixels; Keras runs them in training only."""
+    """Random transforms of raw pixels, colour first (so that the geometric transforms' fill stays black); Keras
+    runs them in training only. Each works on grayscale and on colour images."""
     layers: list[keras.layers.Layer] = []
+    if p["aug_brightness"]:
+        layers.append(
+            keras.layers.RandomBrightness(float(p["aug_brightness"]), value_range=(0, 255), name="brightness")
+        )
+    if p["aug_contrast"]:
+        spread = float(p["aug_contrast"])  # as a pair: Keras 3 reads a lone factor f as [1, 1 + f], not [1 - f, 1 + f]
+        layers.append(keras.layers.RandomContrast((spread, spread), value_range=(0, 255), name="contrast"))
     if p["aug_flip"]:
         layers.append(keras.layers.RandomFlip("horizontal", name="flip"))
     if p["aug_translate"]:
