@@ -83,7 +83,16 @@ def test_shipped_objectives() -> None:
         assert load_space(objective.space).name == objective.space
 
 
+def test_every_shipped_space_loads_with_something_to_search() -> None:
+    for path in sorted((REPO_ROOT / "spaces").glob("*.toml")):
+        space = load_space(path.stem)
+        assert space.params or space.hypermodel is not None, path
+
+
 BAD_SPACES = [
+    ("empty-file", "", "no [params] table and no hypermodel: nothing to search", 'hypermodel = "package.module:build"'),
+    ("description-only", 'description = "mine"', "no [params] table", "add [params] with at least one parameter"),
+    ("empty-params", PARAMS, "params: the table is empty: nothing to search", "add at least one parameter"),
     ("unknown-parameter", PARAMS + "conv_filtres = 32", "params.conv_filtres", "did you mean 'conv_filters'"),
     ("unknown-top-level-key", "dense_layers = 2", "dense_layers", "known: description, params"),
     ("params-not-a-table", "params = 3", "params", "must be a table"),

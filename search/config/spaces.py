@@ -78,7 +78,7 @@ class Space:
 
 
 def load_space(name_or_path: str) -> Space:
-    """Read and validate a search-space file."""
+    """Read and validate a search-space file; one with nothing to search (no parameter, no hypermodel) is refused."""
     path = resolve("spaces", name_or_path)
     text, table = read_toml(path)
     where = Where(path)
@@ -112,6 +112,17 @@ def load_space(name_or_path: str) -> Space:
     where.require(isinstance(reference, dict), "reference", "must be a table: [reference]")
     for key, value in reference.items():
         _check_reference(where, space, key, value)
+    where.require(
+        "params" in table,
+        "",
+        "no [params] table and no hypermodel: nothing to search; "
+        'add [params] with at least one parameter, or hypermodel = "package.module:build"',
+    )
+    where.require(
+        bool(params),
+        "params",
+        "the table is empty: nothing to search; add at least one parameter, e.g. dense_units = {choices = [64, 128]}",
+    )
     return replace(space, reference=reference)
 
 
