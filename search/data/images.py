@@ -25,6 +25,8 @@ class ImageSet(Protocol):
 
     def __len__(self) -> int: ...
 
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
     @property
     def shape(self) -> tuple[int, ...]: ...
 
@@ -50,6 +52,9 @@ class Images:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.x[index]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -96,6 +101,9 @@ class CachedImages:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.take(np.asarray([index])).arrays()[0]
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -58,6 +58,8 @@ def reader(config: DataConfig, data_dir: Path | None = None, cache_root: Path | 
         )
     if config.source == "folder":
         return FolderReader(config, cache_root), str(config.train)
+    if config.source == "digits":
+        return _read_digits, "scikit-learn digits"
     if config.source == "csv":
         return (lambda part: _read_csv(config, part)), str(config.train)
     if config.source == "loader":

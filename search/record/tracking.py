@@ -90,15 +90,19 @@ def dataset_inputs(data: SearchData) -> list[DatasetInput]:
     """The search's train and validation splits as MLflow dataset inputs (digest, sizes), computed once."""
     inputs = []
     for context, images in (("train", data.train), ("validation", data.val)):
-        with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = _dataset(images, f"{data.name}-{context}", data.source)
+        dataset = mlflow_dataset(images, f"{data.name}-{context}", data.source)
         inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=[InputTag("mlflow.data.context", context)]))
     return inputs
 
 
-def _dataset(images: ImageSet, name: str, source: str) -> mlflow.data.dataset.Dataset:
+def mlflow_dataset(images: ImageSet, name: str, source: str | None = None) -> mlflow.data.dataset.Dataset:
     """Images in memory as MLflow's NumPy dataset; streamed ones by digest and schema alone (nothing read)."""
+    with warnings.catch_warnings():  # a plain folder name is ambiguous to MLflow's source registry
+        warnings.simplefilter("ignore", UserWarning)
+        return _dataset(images, name, source)
+
+
+def _dataset(images: ImageSet, name: str, source: str | None) -> mlflow.data.dataset.Dataset:
     if isinstance(images, Images):
         return mlflow.data.from_numpy(images.x, targets=images.y, name=name, source=source)
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -106,6 +110,7 @@ def _dataset(images: ImageSet, name: str, source: str) -> mlflow.data.dataset.Da
     from mlflow.types.schema import Schema, TensorSpec
 
     digest = hashlib.sha256(images.fingerprint()).hexdigest()[:8]
+    source = source or "images"
     schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, *images.shape), "images")])
     return MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=schema)
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 
 from search.config.schema import Scalar
-from search.data import Images, SearchData
-from search.data.batches import batches
+from search.data import ImageSet, SearchData
 from search.engine.candidate import rebuild_trial
 from search.engine.train import schedule_callbacks, timed_callbacks
 from search.models.hypermodel import fit_labels
@@ -77,7 +76,7 @@ def _refit(
     params: dict[str, Scalar],
     source: Source,
     data: SearchData,
-    training: Images,
+    training: ImageSet,
     refit_seconds: float | None,
     say: Say,
 ) -> int:
@@ -95,7 +94,7 @@ def _refit(
         callbacks = timed_callbacks(params, refit_seconds, epochs)
     labels = fit_labels(model, training.y, data.n_classes)
     history = model.fit(
-        batches(training.x, labels, int(params["batch_size"]), shuffle=True),
+        training.with_labels(labels).batches(int(params["batch_size"]), shuffle=True),
         shuffle=False,  # the batches are shuffled
         epochs=epochs,
         callbacks=callbacks,

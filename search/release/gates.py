@@ -13,15 +13,14 @@ from mlflow.entities import Run
 from scipy.stats import binomtest
 
 from search.backend import keras
-from search.data import Images, SearchData
-from search.data.batches import batches
+from search.data import ImageSet, SearchData
+from search.data.batches import predict_proba
 from search.models.build import build_model
 from search.release.evaluate import Evaluation
 
 BASELINE_PARAMS = {"conv_blocks": 0, "dense_layers": 1, "dense_units_0": 128}  # the notebooks' first model
 BASELINE_MAX_EPOCHS = 10
 MCNEMAR_ALPHA = 0.05
-PREDICT_BATCH = 1024
 
 Say = Callable[[str], None]
 
@@ -61,8 +60,8 @@ def baseline_gate(
     seed: int,
     margin: float,
     data: SearchData,
-    training: Images,
-    test: Images,
+    training: ImageSet,
+    test: ImageSet,
     evaluation: Evaluation,
     say: Say,
 ) -> Gate:
@@ -77,8 +76,8 @@ def baseline_gate(
     if earlier is None:
         keras.utils.set_random_seed(seed)
         baseline = build_model(BASELINE_PARAMS, data.input_shape, data.n_classes)
-        baseline.fit(batches(training.x, training.y, 128, shuffle=True), shuffle=False, epochs=epochs, verbose=0)
-        predicted = baseline.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1)
+        baseline.fit(training.batches(128, shuffle=True), shuffle=False, epochs=epochs, verbose=0)
+        predicted = predict_proba(baseline, test).argmax(axis=1)
         accuracy, origin = float(np.mean(predicted == test.y)), f"trained for {epochs} epochs"
     else:
         accuracy = earlier.data.metrics["baseline_accuracy"]
@@ -97,11 +96,11 @@ def baseline_gate(
     )
 
 
-def champion_gate(champion: keras.Model | None, model_name: str, test: Images, evaluation: Evaluation) -> Gate:
+def champion_gate(champion: keras.Model | None, model_name: str, test: ImageSet, evaluation: Evaluation) -> Gate:
     """Not significantly worse than the champion on the same images: McNemar's exact test on paired predictions."""
     if champion is None:
         return Gate("champion", True, f"no champion of '{model_name}' yet", {})
-    theirs = champion.predict(test.x, batch_size=PREDICT_BATCH, verbose=0).argmax(axis=1) == test.y
+    theirs = predict_proba(champion, test).argmax(axis=1) == test.y
     test_result = mcnemar(evaluation.predicted == test.y, theirs)
     champion_only, candidate_only = test_result.champion_only, test_result.candidate_only
     passed = not (test_result.p_value < MCNEMAR_ALPHA and champion_only > candidate_only)
@@ -120,11 +119,11 @@ def champion_gate(champion: keras.Model | None, model_name: str, test: Images, e
     )
 
 
-def _baseline_key(training: Images, test: Images, epochs: int, seed: int) -> str:
+def _baseline_key(training: ImageSet, test: ImageSet, epochs: int, seed: int) -> str:
     """What a baseline's accuracy depends on, hashed: its training and test images, epochs and seed."""
     digest = hashlib.sha256(json.dumps([BASELINE_PARAMS, epochs, seed]).encode())
-    for array in (training.x, training.y, test.x, test.y):
-        digest.update(np.ascontiguousarray(array).data)
+    for images in (training, test):
+        digest.update(images.fingerprint())
     return digest.hexdigest()[:32]
 
 

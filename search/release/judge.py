@@ -19,8 +19,9 @@ import mlflow
 import mlflow.data
 import numpy as np
 
-from search.data import Images
-from search.record.tracking import promotion_run_name
+from search.data import ImageSet
+from search.data.batches import predict_proba
+from search.record.tracking import mlflow_dataset, promotion_run_name
 from search.release.contender import Contender
 from search.release.evaluate import (
     Evaluation,
@@ -29,7 +30,7 @@ from search.release.evaluate import (
     misclassified_figure,
     precision_recall_figure,
 )
-from search.release.gates import PREDICT_BATCH, Gate, baseline_gate, champion_gate
+from search.release.gates import Gate, baseline_gate, champion_gate
 from search.release.registered import CANDIDATE, CHAMPION, save_classifier
 from search.release.source import Source
 from search.release.stage import Stage
@@ -65,7 +66,7 @@ class Promotion:
 def judge(stage: Stage, contender: Contender, started: float, say: Say) -> Promotion:
     """Evaluate the contender once on the test split, gate it, and register it; `started` began the promotion."""
     objective = stage.source.objective
-    proba = contender.model.predict(stage.test.x, batch_size=PREDICT_BATCH, verbose=0)
+    proba = predict_proba(contender.model, stage.test)
     evaluation = evaluate(stage.test.y, proba, stage.data.class_names)
     say(f"evaluated once on {len(stage.test)} test images")
     gates = (
@@ -145,11 +146,13 @@ def _log_promotion_run(
         class_names = tuple(evaluation.confusion.index)
         mlflow.log_figure(confusion_figure(evaluation.confusion, title), "confusion_matrix.png")
         mlflow.log_figure(precision_recall_figure(test.y, proba, class_names, title), "precision_recall.png")
-        mlflow.log_figure(misclassified_figure(test.x, test.y, proba, class_names, title), "misclassified.png")
+        mlflow.log_figure(misclassified_figure(test, test.y, proba, class_names, title), "misclassified.png")
         with tempfile.TemporaryDirectory() as folder:  # saved, then logged: log_model fails with an input example
             # (mlflow#16183)
             path = Path(folder) / "model"
-            save_classifier(contender.model, path, test.x[:5], proba[:5], class_names)
+            example = test.take(np.arange(min(5, len(test)))).arrays()
+            resize = str(stage.data.details.get("resize", "pad"))
+            save_classifier(contender.model, path, example, proba[:5], class_names, resize)
             mlflow.log_artifacts(str(path), "model")
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow's 'Successfully registered...' lines
             version = mlflow.register_model(f"runs:/{run.info.run_id}/model", model_name).version
@@ -190,8 +193,8 @@ def _label_version(
     client.update_model_version(model_name, version, description=summary + verdict)
 
 
-def _log_data(name: str, training: Images, test: Images) -> None:
+def _log_data(name: str, training: ImageSet, test: ImageSet) -> None:
     """The images the model was trained on and tested on, as MLflow datasets with digests."""
     for context, images in (("train", training), ("test", test)):
-        dataset = mlflow.data.from_numpy(images.x, targets=images.y, name=f"{name}-{context}")
+        dataset = mlflow_dataset(images, f"{name}-{context}")
         mlflow.log_input(dataset, context=context)

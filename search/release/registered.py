@@ -26,9 +26,15 @@ CANDIDATE, CHAMPION = "candidate", "champion"  # aliases: every promoted version
 
 
 def save_classifier(
-    model: keras.Model, folder: Path, example: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
+    model: keras.Model,
+    folder: Path,
+    example: np.ndarray,
+    proba: np.ndarray,
+    class_names: tuple[str, ...],
+    resize: str = "pad",
 ) -> None:
-    """Save `model` in `folder` as an MLflow model: signature from `example` and its `proba`, class names."""
+    """Save `model` in `folder` as an MLflow model: signature from `example` and its `proba`, class names, and how
+    images were resized to its input (`atelier predict` resizes image files the same way)."""
     with tempfile.TemporaryDirectory() as scratch:
         keras_file = Path(scratch) / "model.keras"
         model.save(keras_file)
@@ -39,7 +45,7 @@ def save_classifier(
             signature=infer_signature(example, proba),
             input_example=example[:2],
             pip_requirements=_requirements(),
-            metadata={"class_names": list(class_names)},
+            metadata={"class_names": list(class_names), "resize": resize},
         )
 
 

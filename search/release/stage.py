@@ -12,11 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
-import numpy as np
 from mlflow import MlflowClient
 
 from search.config.objectives import Objective
-from search.data import Images, SearchData, load_search_data, reader
+from search.data import ImageSet, SearchData, load_search_data, reader
 from search.errors import SetupError
 from search.record.store import Store
 from search.release.registered import load_champion
@@ -36,8 +35,8 @@ class Stage:
     model_name: str
     champion: keras.Model | None
     data: SearchData
-    training: Images  # what the contender trained on, for the baseline and the record
-    test: Images
+    training: ImageSet  # what the contender trained on, for the baseline and the record
+    test: ImageSet
 
 
 def open_stage(
@@ -61,7 +60,8 @@ def open_stage(
         )
     mlflow.set_tracking_uri(store.tracking)
     champion = load_champion(client, model_name)
-    data, training, test = _images(source.objective, data_dir or source.data_dir, every_image, with_validation)
+    data_dir = data_dir or source.data_dir
+    data, training, test = _images(source.objective, data_dir, store.image_cache, every_image, with_validation)
     if champion is not None and champion.input_shape[1:] != data.input_shape:
         raise SetupError(
             f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
@@ -71,20 +71,16 @@ def open_stage(
 
 
 def _images(
-    objective: Objective, data_dir: Path | None, every_image: bool, with_validation: bool
-) -> tuple[SearchData, Images, Images]:
+    objective: Objective, data_dir: Path | None, cache_root: Path, every_image: bool, with_validation: bool
+) -> tuple[SearchData, ImageSet, ImageSet]:
     """The search's data (its train split whole when `every_image`), the training images, and the test split."""
     whole = replace(objective, data=replace(objective.data, subsample=1.0))
-    data = load_search_data(whole if every_image else objective, data_dir)
-    training = (
-        Images(np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y]))
-        if with_validation
-        else data.train
-    )
-    test = reader(objective.data, data_dir)[0]("test")
-    if test.x.shape[1:] != data.input_shape:
+    data = load_search_data(whole if every_image else objective, data_dir, cache_root)
+    training = data.train.joined(data.val) if with_validation else data.train
+    test = reader(objective.data, data_dir, cache_root)[0]("test")
+    if tuple(test.shape) != data.input_shape:
         raise SetupError(
-            f"test images are {test.x.shape[1:]} but training images {data.input_shape}; "
+            f"test images are {tuple(test.shape)} but training images {data.input_shape}; "
             "the objective's test part does not match its train part"
         )
     return data, training, test
