@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         args.data_dir,
         args.workers,
         args.quiet,
+        images=args.images,
     )
     result = run_search(request, unchecked_store(args), say=say)
     if not args.quiet:
@@ -57,7 +58,9 @@ def best(args: argparse.Namespace) -> int:
     from search.pipelines.run import SearchRequest
 
     budget = parse_budget(args.budget)
-    request = SearchRequest(args.objective, study=args.study, data_dir=args.data_dir, quiet=args.quiet)
+    request = SearchRequest(
+        args.objective, study=args.study, data_dir=args.data_dir, quiet=args.quiet, images=args.images
+    )
     result = run_best(request, unchecked_store(args), budget, args.finalists, args.model_name, say=say)
     promotion = result.promotion
     for gate in promotion.gates:
@@ -87,9 +90,9 @@ def show(args: argparse.Namespace) -> int:
 def data(args: argparse.Namespace) -> int:
     """`atelier data`: the objective's images summed up, their class counts, and where the figures are."""
     from search.record.tables import render
-    from search.reports.data import class_counts, report_data
+    from search.reports.data import class_counts, folder_lines, report_data
 
-    report = report_data(args.objective, args.data_dir, args.output)
+    report = report_data(args.objective, args.data_dir, args.output, args.images)
     images, facts = report.data, report.facts
     readable = args.format in ("table", "markdown")
     if readable:
@@ -101,6 +104,8 @@ def data(args: argparse.Namespace) -> int:
             f"train pixels: mean {facts['pixel_mean']:.2f}, std {facts['pixel_std']:.2f}, "
             f"min {facts['pixel_min']}, max {facts['pixel_max']}"
         )
+        for line in folder_lines(images):
+            print(line)
     print(render(class_counts(images), args.format), end="")
     print(
         f"report in {report.files[0].parent}: {', '.join(path.name for path in report.files)} ({report.seconds:.1f} s)",

@@ -33,7 +33,7 @@ def _run(subcommands: Subcommands) -> None:
             "Flags override the objective file, which overrides built-in defaults."
         ),
     )
-    _objective_flags(run, "fashion-mnist")
+    _objective_flags(run, "fashion-mnist", images=True)
     run.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
     run.add_argument(
         "--hypermodel",
@@ -75,7 +75,7 @@ def _best(subcommands: Subcommands) -> None:
             "on the test split, gated and registered. The plan is printed first; every phase is in MLflow."
         ),
     )
-    _objective_flags(best, "fashion-mnist")
+    _objective_flags(best, "fashion-mnist", images=True)
     best.add_argument("--budget", required=True, help="wall time for everything: 2h, 90m, 450s or 450 (seconds)")
     best.add_argument("--finalists", type=whole_number, help="configurations trained longer (default 2, 4 from 30m)")
     best.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
@@ -103,7 +103,7 @@ def _data(subcommands: Subcommands) -> None:
             "each class, the pixel-value histogram. The test split is not read."
         ),
     )
-    _objective_flags(data, "fashion-mnist")
+    _objective_flags(data, "fashion-mnist", images=True)
     data.add_argument("--output", type=Path, help="folder for the figures (default: data-report/OBJECTIVE)")
     _format_flag(data, "of the class counts; csv and json print the table alone, to be parsed")
     data.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -236,8 +236,16 @@ def _ui(subcommands: Subcommands) -> None:
     ui.set_defaults(command=commands.ui)
 
 
-def _objective_flags(parser: Parser, default: str) -> None:
-    parser.add_argument("--objective", default=default, help=f"objectives/NAME.toml or a path ({default})")
+def _objective_flags(parser: Parser, default: str, images: bool = False) -> None:
+    given = parser.add_mutually_exclusive_group() if images else parser
+    given.add_argument("--objective", default=default, help=f"objectives/NAME.toml or a path ({default})")
+    if images:
+        given.add_argument(
+            "--images",
+            type=Path,
+            metavar="DIR",
+            help="a folder of images, one subfolder per class, searched with default settings (not with --objective)",
+        )
     parser.add_argument("--data-dir", type=Path, help="folder holding the four Fashion-MNIST IDX gz files")
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from search.config.objectives import Objective, check_objective, load_objective
+from search.config.objectives import Objective, check_objective, images_objective, load_objective
 from search.config.spaces import Space, hypermodel_space, load_space
 from search.engine.cores import CoreMeter
 from search.errors import SetupError
@@ -43,6 +43,7 @@ class SearchRequest:
     workers: int = 2
     quiet: bool = False
     ends_by: float | None = None  # a `time.monotonic()` reading the trials must end by: a timeout set at their start
+    images: Path | None = None  # a folder searched with `images_objective` instead of `objective`
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def resolve(request: SearchRequest) -> tuple[Objective, Space]:
     """The objective with the request's overrides, and the space to search; a SetupError names a bad one."""
     if request.study is not None:
         check_name(request.study, "--study")
-    objective = load_objective(request.objective)
+    objective = images_objective(request.images) if request.images else load_objective(request.objective)
     given = {key: value for key, value in request.overrides.items() if value is not None}
     objective = check_objective(replace(objective, **given))
     if not 1 <= request.workers <= MAX_WORKERS:

@@ -255,12 +255,15 @@ class DataReport:
     seconds: float  # to write the files
 
 
-def report_data(objective_name: str, data_dir: Path | None, folder: Path | None) -> DataReport:
-    """Load an objective's train and validation images and write their report (default: data-report/OBJECTIVE)."""
-    from search.config.objectives import load_objective
+def report_data(
+    objective_name: str, data_dir: Path | None, folder: Path | None, images: Path | None = None
+) -> DataReport:
+    """Load an objective's train and validation images (or those of the folder `images`) and write their report
+    (default: data-report/OBJECTIVE)."""
+    from search.config.objectives import images_objective, load_objective
     from search.data import load_search_data
 
-    objective = load_objective(objective_name)
+    objective = images_objective(images) if images else load_objective(objective_name)
     folder = folder or Path("data-report") / objective.name
     check_output_folder(folder)
     data = load_search_data(objective, data_dir)
