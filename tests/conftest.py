@@ -30,6 +30,7 @@ BACKGROUND = {
     "bench_run": "test_bench:run_bench",
     "browser_store": "test_browser:search_for_the_browser",
     "shared_study": "test_distributed:share_one_study",
+    "folder_searches": "test_folder_e2e:search_folders",
     "hypermodel_searches": "test_hypermodel:search_and_promote_hypermodels",
     "promotion_store": "test_promote:promote_studies",
     "parts_promotion": "test_promote:search_and_promote_with_a_loader",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from search.record.sqlite_schema import prepare_new_store
@@ -26,6 +27,20 @@ from search.record.tracking import sqlite_database
 
 PG_USER = "atelier"
 START_TIMEOUT_S = 60
+
+
+def wait_for_http(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    """Wait until `url` answers; fail the test when `server` exits first or nothing answers in time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {seconds} s")
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from PIL import Image
-from servers import free_port
+from servers import free_port, wait_for_http
 from stores import atelier_case, atelier_in, journal_study, local_client
 
 from search.config.objectives import load_objective, objective_from_record
@@ -389,7 +388,7 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: 
         start_new_session=True,
     )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=json.dumps({"inputs": test.x[:20].tolist()}).encode(),
@@ -406,19 +405,6 @@ def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: 
     assert answered.shape == (20, 10)
     np.testing.assert_allclose(answered.sum(axis=1), 1.0, atol=1e-4)
     assert answered.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
-
-
-def _wait_for(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}: {server.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {seconds} s")
 
 
 @pytest.mark.e2e

@@ -65,7 +65,7 @@ def header(path: Path) -> tuple[tuple[int, int], bool]:
                 gray = image.mode in GRAY_MODES
             return (height, width), gray
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise UnreadableImage(path, _reason(error)) from None
+        raise UnreadableImage(path, _reason(error, path)) from None
 
 
 def decode_image(path: Path, image_format: ImageFormat) -> np.ndarray:
@@ -75,7 +75,7 @@ def decode_image(path: Path, image_format: ImageFormat) -> np.ndarray:
             image.seek(0)
             return to_pixels(ImageOps.exif_transpose(image), image_format)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise UnreadableImage(path, _reason(error)) from None
+        raise UnreadableImage(path, _reason(error, path)) from None
 
 
 def to_pixels(image: Image.Image, image_format: ImageFormat) -> np.ndarray:
@@ -128,6 +128,7 @@ def _flattened(image: Image.Image) -> Image.Image:
     return image
 
 
-def _reason(error: BaseException) -> str:
-    text = str(error).split("\n")[0] or type(error).__name__
-    return text.replace(str(getattr(error, "filename", "") or "\0"), "").strip(" :'") or type(error).__name__
+def _reason(error: BaseException, path: Path) -> str:
+    """Pillow's message without the file's name (the line names it already)."""
+    text = str(error).split("\n")[0].replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    return text or type(error).__name__
