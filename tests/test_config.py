@@ -53,10 +53,10 @@ def test_shipped_dense_space() -> None:
 
 def test_shipped_cnn_space() -> None:
     """`cnn` searches every parameter but the optimizer and its settings, the schedule, dense batch norm, batch
-    norm's momentum, and what long trainings use (growing dropout, an averaging head, label smoothing)."""
+    norm's momentum, and what long trainings use (growing dropout, label smoothing)."""
     space = load_space("cnn")
     unsearched = {"optimizer", "weight_decay", "lr_schedule", "warmup_epochs", "dense_batch_norm"}
-    unsearched |= {"batch_norm_momentum", "conv_dropout_growth", "head", "label_smoothing"}
+    unsearched |= {"batch_norm_momentum", "conv_dropout_growth", "label_smoothing"}
     assert set(PARAMETERS) - set(space.params) == unsearched
     assert space.params["conv_blocks"] == Range(1, 3)
     assert space.params["conv_filters"] == Choice((16, 32, 48, 64))
@@ -64,6 +64,7 @@ def test_shipped_cnn_space() -> None:
     assert space.params["conv_batch_norm"] == Choice((True, False))
     assert space.params["learning_rate"] == Range(2e-4, 5e-3, log=True)
     assert space.params["aug_erase"] == Range(0.0, 0.3, step=0.1)
+    assert space.params["head"] == Choice(("flatten", "average"))
 
 
 def test_shipped_objectives() -> None:
