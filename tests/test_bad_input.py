@@ -11,14 +11,17 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import search.engine.study
-from search.data import IDX_FILES, IDX_PLACES
+from search.data import IDX_FILES, IDX_PLACES, read_idx_pair
 
 FASHION = IDX_PLACES[0]
 TRAIN_IMAGES, TRAIN_LABELS = IDX_FILES["train"]
@@ -108,6 +111,45 @@ def csv_case(text: str, extra: str = "") -> dict[str, Content]:
 
 
 PIXELS = [f"pixel{i}" for i in range(1, 785)]
+
+
+@functools.cache
+def fashion_test_part() -> tuple[np.ndarray, np.ndarray]:
+    """The real Fashion-MNIST test images (28x28) and their labels, read once."""
+    images = read_idx_pair(FASHION, "test")
+    return images.x[..., 0], images.y
+
+
+def photo(label: int, nth: int = 0, keep: int | None = None) -> Callable[[], bytes]:
+    """The `nth` real image of a Fashion-MNIST class as a user's file: PNG for even `nth`, JPEG for odd, one in
+    three tinted RGB, sizes varying; `keep` cuts the file to its first bytes (the header decodes, the rest not)."""
+
+    def make() -> bytes:
+        x, y = fashion_test_part()
+        pixels = x[int(np.flatnonzero(y == label)[nth])]
+        image = Image.fromarray(pixels, mode="L")
+        if nth % 3 == 1:
+            image = Image.fromarray((pixels[..., None] * np.array([0.9, 0.6, 0.3])).astype(np.uint8), mode="RGB")
+        image = image.resize(((28, 28), (40, 32), (56, 56))[nth % 3], Image.Resampling.BILINEAR)
+        out = io.BytesIO()
+        image.save(out, format="JPEG" if nth % 2 else "PNG", quality=95)
+        return out.getvalue()[:keep]
+
+    return make
+
+
+def photos(root: str = "photos", classes: dict[str, int] | None = None, per_class: int = 4) -> dict[str, Content]:
+    """A class-per-folder tree of real images: `per_class` files for each folder name -> Fashion-MNIST label."""
+    return {
+        f"{root}/{name}/{name}_{nth:03d}.{'jpg' if nth % 2 else 'png'}": photo(label, nth)
+        for name, label in (classes or {"shirt": 6, "trouser": 1}).items()
+        for nth in range(per_class)
+    }
+
+
+def folder_objective(extra: str = "", train: str = 'train = "photos"\n') -> dict[str, Content]:
+    """An objective searching the class folders of photos/ next to it, with the tree itself."""
+    return {"o.toml": f'[data]\nsource = "folder"\n{train}{extra}'} | photos()
 
 
 # The table
@@ -1173,6 +1215,340 @@ CASES = [
         "1.5",
         problem="--budget-epochs: invalid int value: '1.5'",
         fix="give a whole number (see atelier bench --help)",
+    ),
+    # image folders: --images DIR, an objective's source = "folder" and its keys
+    case(
+        "folder-images-missing",
+        "run",
+        "--images",
+        "photos",
+        problem="--images photos: no such folder",
+        fix="give --images a folder with one subfolder of images per class",
+    ),
+    case(
+        "folder-images-is-a-file",
+        "run",
+        "--images",
+        "photos",
+        files={"photos": photo(0)},
+        problem="--images photos: is a file, not a folder",
+        fix="give --images a folder with one subfolder of images per class",
+    ),
+    case(
+        "folder-images-single-class",
+        "run",
+        "--images",
+        "photos",
+        files=photos(classes={"sandal": 5}),
+        problem="photos: a single class folder (sandal)",
+        fix="a classifier needs two or more: put the images in one subfolder per class",
+    ),
+    case(
+        "folder-images-empty-class",
+        "run",
+        "--images",
+        "photos",
+        files=photos() | {"photos/bag": DIR},
+        problem="photos/bag: an empty class folder",
+        fix="add images or remove it",
+    ),
+    case(
+        "folder-images-class-of-notes-only",
+        "run",
+        "--images",
+        "photos",
+        files=photos() | {"photos/bag/notes.txt": "to photograph\n", "photos/bag/.DS_Store": b"\0\1\2"},
+        problem="photos/bag: an empty class folder (no .jpg, .png",
+        fix="add images or remove it",
+    ),
+    case(
+        "folder-images-undecodable",
+        "run",
+        "--images",
+        "photos",
+        files=photos() | {"photos/shirt/broken.jpg": "this is not a JPEG\n"},
+        problem="photos/shirt/broken.jpg: cannot decode this image",
+        fix="replace or remove the file, or set data.skip_unreadable = true",
+    ),
+    case(
+        "folder-images-truncated",  # its header reads: it fails while decoding into mlruns/image-cache
+        "run",
+        "--images",
+        "photos",
+        files=photos() | {"photos/trouser/cut.png": photo(1, 8, keep=200)},
+        problem="photos/trouser/cut.png: cannot decode this image",
+        fix="set data.skip_unreadable = true",
+    ),
+    case(
+        "folder-images-no-class-folders",
+        "run",
+        "--images",
+        "photos",
+        files={f"photos/shirt_{nth}.png": photo(6, nth * 2) for nth in range(4)},
+        problem="photos: no class folders",
+        fix="put the images in one subfolder per class (train/cat/*.jpg",
+    ),
+    case(
+        "folder-images-too-few-to-hold-out",
+        "run",
+        "--images",
+        "photos",
+        files=photos(per_class=2),
+        problem="photos/shirt: 2 images, and holding out a test part and a validation split needs at least 3",
+        fix="add images or give data.test a test folder",
+    ),
+    case(
+        "folder-images-with-objective",
+        "run",
+        "--images",
+        "photos",
+        "--objective",
+        "digits",
+        files=photos(),
+        problem="--objective: not allowed with argument --images",
+        fix="give one of the two (see atelier run --help)",
+    ),
+    case(
+        "folder-data-images-missing",
+        "data",
+        "--images",
+        "missing",
+        problem="--images missing: no such folder",
+        fix="give --images a folder",
+    ),
+    case(
+        "folder-data-images-undecodable",
+        "data",
+        "--images",
+        "photos",
+        files=photos() | {"photos/trouser/broken.png": b"\x89PNG\r\n\x1a\n but no more"},
+        problem="photos/trouser/broken.png: cannot decode this image",
+        fix="set data.skip_unreadable = true",
+    ),
+    case(
+        "folder-best-images-missing",
+        "best",
+        "--images",
+        "missing",
+        "--budget",
+        "1m",
+        problem="--images missing: no such folder",
+        fix="give --images a folder",
+    ),
+    case(
+        "folder-best-images-with-objective",
+        "best",
+        "--objective",
+        "digits",
+        "--images",
+        "photos",
+        "--budget",
+        "1m",
+        files=photos(),
+        problem="--images: not allowed with argument --objective",
+        fix="give one of the two (see atelier best --help)",
+    ),
+    case(
+        "folder-test-other-classes",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('test = "held"\n') | photos("held", {"shirt": 6, "sandal": 5}, per_class=2),
+        problem="held: class folders sandal, shirt differ from the train folder's shirt, trouser",
+        fix="give the test folder the same class folders",
+    ),
+    case(
+        "folder-test-missing",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('test = "held"\n'),
+        problem="held: no such folder",
+        fix="fix data.test",
+    ),
+    case(
+        "folder-train-missing",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective(train='train = "pictures"\n'),
+        problem="pictures: no such folder",
+        fix="fix data.train",
+    ),
+    case(
+        "folder-test-given-train-class-single-image",  # refused after decoding: the cache must go too
+        "run",
+        "--objective",
+        "o.toml",
+        files={"o.toml": '[data]\nsource = "folder"\ntrain = "photos"\ntest = "held"\n'}
+        | photos(classes={"shirt": 6})
+        | photos(classes={"trouser": 1}, per_class=1)
+        | photos("held", per_class=2),
+        problem="photos: class 1 has a single image",
+        fix="add images of that class",
+    ),
+    case(
+        "folder-every-image-of-a-class-unreadable",  # skipped one by one, refused once decoded: the cache goes
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("skip_unreadable = true\n")
+        | {f"photos/sandal/sandal_{nth}.jpg": "not a JPEG\n" for nth in range(3)},
+        problem="photos/sandal: none of its images decode",
+        fix="replace them or remove the folder",
+    ),
+    case(
+        "folder-key-color",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('color = "colour"\n'),
+        problem="o.toml: data.color: unknown value 'colour'",
+        fix="use one of auto, grayscale, rgb",
+    ),
+    case(
+        "folder-key-resize",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('resize = "fit"\n'),
+        problem="o.toml: data.resize: unknown value 'fit'",
+        fix="use one of pad, crop, stretch",
+    ),
+    case(
+        "folder-key-load",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('load = "disk"\n'),
+        problem="o.toml: data.load: unknown value 'disk'",
+        fix="use one of auto, memory, stream",
+    ),
+    case(
+        "folder-key-image-size-one-side",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("image_size = [64]\n"),
+        problem="o.toml: data.image_size: must be [height, width] in pixels",
+        fix="each 8 to 1024, e.g. [64, 64]",
+    ),
+    case(
+        "folder-key-image-size-too-small",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("image_size = [4, 64]\n"),
+        problem="o.toml: data.image_size: must be [height, width] in pixels",
+        fix="each 8 to 1024, e.g. [64, 64]",
+    ),
+    case(
+        "folder-key-image-size-too-large",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("image_size = [64, 2000]\n"),
+        problem="o.toml: data.image_size: must be [height, width] in pixels",
+        fix="each 8 to 1024, e.g. [64, 64]",
+    ),
+    case(
+        "folder-key-image-size-fractional",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("image_size = [64.5, 64]\n"),
+        problem="o.toml: data.image_size: must be [height, width] in pixels",
+        fix="each 8 to 1024, e.g. [64, 64]",
+    ),
+    case(
+        "folder-key-image-size-string",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('image_size = "64x64"\n'),
+        problem="o.toml: data.image_size: expected list, got str '64x64'",
+        fix="fix the value",
+    ),
+    case(
+        "folder-key-memory-limit-words",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('memory_limit = "a lot"\n'),
+        problem="o.toml: data.memory_limit: must be a size",
+        fix='such as "512MB" or "2GB"',
+    ),
+    case(
+        "folder-key-memory-limit-no-unit",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('memory_limit = "512"\n'),
+        problem="o.toml: data.memory_limit: must be a size",
+        fix='such as "512MB" or "2GB"',
+    ),
+    case(
+        "folder-key-memory-limit-zero",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('memory_limit = "0MB"\n'),
+        problem="o.toml: data.memory_limit: must be a size",
+        fix='such as "512MB" or "2GB"',
+    ),
+    case(
+        "folder-key-test-fraction-zero",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("test_fraction = 0\n"),
+        problem="o.toml: data.test_fraction: must be between 0 and 1",
+        fix="e.g. 0.1",
+    ),
+    case(
+        "folder-key-test-fraction-one",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective("test_fraction = 1.0\n"),
+        problem="o.toml: data.test_fraction: must be between 0 and 1",
+        fix="e.g. 0.1",
+    ),
+    case(
+        "folder-key-skip-unreadable-string",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective('skip_unreadable = "yes"\n'),
+        problem="o.toml: data.skip_unreadable: expected bool, got str 'yes'",
+        fix="fix the value",
+    ),
+    case(
+        "folder-key-color-on-idx",
+        "run",
+        "--objective",
+        "o.toml",
+        files={"o.toml": '[data]\nsource = "idx"\ncolor = "rgb"\n'},
+        problem="o.toml: data.color: applies to",
+        fix='source = "folder" only',
+    ),
+    case(
+        "folder-key-skip-unreadable-on-idx",
+        "run",
+        "--objective",
+        "o.toml",
+        files={"o.toml": '[data]\nsource = "idx"\nskip_unreadable = true\n'},
+        problem="o.toml: data.skip_unreadable: applies to",
+        fix='source = "folder" only',
+    ),
+    case(
+        "folder-key-without-train",
+        "run",
+        "--objective",
+        "o.toml",
+        files=folder_objective(train=""),
+        problem="o.toml: data.train: a folder source needs",
+        fix='train = "path/to/images" (one folder per class)',
     ),
     # contradictory or impossible flags
     case("flags-trials-negative", *DIGITS, "--trials", "-3", problem="search.trials: must be at least 1"),

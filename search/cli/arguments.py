@@ -19,6 +19,7 @@ ARGPARSE_FIXES = (  # a phrase of each complaint argparse words itself, and what
     ("ignored explicit argument", "give it no value"),
     ("the following arguments are required", "add them"),
     ("ambiguous option", "spell the flag out"),
+    ("not allowed with argument", "give one of the two"),
 )
 
 

@@ -97,7 +97,7 @@ def data_config(where: Where, path: Path, raw: Any) -> DataConfig:
     if source == "folder":
         _check_folder_keys(where, values)
     else:
-        folder_only = sorted(set(values) & {"test_fraction", "color", "image_size", "resize", "load", "memory_limit"})
+        folder_only = [key for key in FOLDER_KEYS if key in values]
         where.require(
             not folder_only, f"data.{folder_only[0] if folder_only else ''}", 'applies to source = "folder" only'
         )

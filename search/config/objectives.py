@@ -15,6 +15,7 @@ from search.config.checked_toml import Where, read_toml, reject_unknown, typed
 from search.config.data_table import DataConfig, data_config
 from search.config.files import resolve
 from search.config.schema import EPOCH_METRICS
+from search.errors import SetupError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("halving", "hyperband", "median", "none")
@@ -90,6 +91,9 @@ def images_objective(folder: Path) -> Objective:
     it is recorded with the study like any objective, so promotion rebuilds the same splits.
     """
     root = folder.expanduser().resolve()
+    if not root.is_dir():
+        problem = "is a file, not a folder" if root.exists() else "no such folder"
+        raise SetupError(f"--images {folder}: {problem}; give --images a folder with one subfolder of images per class")
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "folder"
     return check_objective(Objective(name=f"images-{slug}", path=root, data=DataConfig(source="folder", train=root)))
 

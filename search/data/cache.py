@@ -14,13 +14,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from search.data.decode import ImageFormat, UnreadableImage, decode_many
+from search.errors import SetupError
 
 RECORDS = "images.u8"  # the raw records, one image after another
 INDEX = "index.json"  # the files kept, their labels, the format, the files skipped as unreadable
@@ -93,6 +95,24 @@ def decoded_cache(
             shutil.rmtree(created, ignore_errors=True)
         raise
     return _read_index(folder)
+
+
+@contextmanager
+def discarded_on_setup_error(cache_root: Path) -> Iterator[None]:
+    """Caches made inside the block are removed if it raises a SetupError, with the folders made to hold them.
+
+    A complete cache can still be refused by a later check (a class left with one image after the test part is
+    held out, a class none of whose images decode): a command stopped by bad input leaves no cache behind, and
+    no store folder that only the cache made.
+    """
+    made = [folder for folder in (cache_root, *cache_root.parents) if not folder.exists()][-1:]
+    before = set(cache_root.iterdir()) if not made else set()
+    try:
+        yield
+    except SetupError:
+        for folder in made or sorted(set(cache_root.iterdir()) - before):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def read_records(file: Path, shape: tuple[int, int, int], indices: np.ndarray) -> np.ndarray:

@@ -142,11 +142,11 @@ def unreadable_line(unreadable: UnreadableImage) -> str:
 
 def _hold_out(listing: FolderListing, fraction: float) -> tuple[FolderListing, FolderListing]:
     counts = np.bincount(listing.labels)
-    if counts.min() < 2:
-        name = listing.class_names[int(np.argmin(counts))]
+    if counts.min() < 3:  # one held out for the test part, one kept for validation, one to train on
+        name, count = listing.class_names[int(np.argmin(counts))], int(counts.min())
         raise SetupError(
-            f"{listing.root / name}: a single image, and holding out a test part needs two of each class; "
-            "add images or give data.test a test folder"
+            f"{listing.root / name}: {count} image{'s' if count > 1 else ''}, and holding out a test part and "
+            "a validation split needs at least 3 of each class; add images or give data.test a test folder"
         )
     count = max(len(listing.class_names), round(fraction * len(listing)))
     try:

@@ -96,15 +96,17 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
         warm_start = best_configurations(store.existing_storage(), objective.warm_start, study_name, space)
 
     from search.data import load_search_data
+    from search.data.cache import discarded_on_setup_error
     from search.engine.worker_server import start_worker_server
 
     start_worker_server()  # its imports overlap the data's loading and the records' set-up
     started = time.perf_counter()
-    data = load_search_data(objective, request.data_dir, store.image_cache)
-    if space.hypermodel is not None:
-        from search.models.hypermodel import Hypermodel
+    with discarded_on_setup_error(store.image_cache):  # bad input leaves no decoded images behind
+        data = load_search_data(objective, request.data_dir, store.image_cache)
+        if space.hypermodel is not None:
+            from search.models.hypermodel import Hypermodel
 
-        Hypermodel(space.hypermodel).check(data)
+            Hypermodel(space.hypermodel).check(data)
     quiet_say = (lambda line: None) if request.quiet else say
     quiet_say(
         f"data: {len(data.train)} train and {len(data.val)} validation images {data.input_shape} "
