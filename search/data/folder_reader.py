@@ -24,6 +24,7 @@ from search.data.images import CachedImages, Images, ImageSet
 from search.errors import SetupError
 
 MEMORY_SHARE = 0.1  # of the machine's memory, for the decoded images of a part held in memory
+SIZES_SHOWN = 10  # the most common image sizes a folder's details list
 
 
 class FolderReader:
@@ -78,7 +79,8 @@ class FolderReader:
             "image_size": list(parts.image_format.size),
             "channels": parts.image_format.channels,
             "resize": parts.image_format.resize,
-            "sizes": {f"{h}x{w}": count for (h, w), count in parts.sizes.most_common()},
+            "sizes": {f"{h}x{w}": count for (h, w), count in parts.sizes.most_common(SIZES_SHOWN)},
+            "distinct_sizes": len(parts.sizes),
             "modes": dict(parts.modes),
             "ignored": list(parts.train.ignored),
             "skipped": list(cache.skipped),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ MIN_WIDTH_INCHES = 5.0  # room for the figure's title when there are few classes
 GRID_MAX_INCHES = 200.0  # very many classes shrink the cells rather than pass Agg's size limit
 PIXEL_VALUES = 256
 HISTOGRAM_CHUNK = 1 << 20  # pixels counted at once
+FILE_LISTS = ("ignored", "skipped", "held_out_files")  # a folder's lists of files, each written to KEY.txt
 FIGURE_BYTES = 256 << 20  # of streamed images read for the figures and pixel statistics: a seeded sample
 
 
@@ -87,7 +89,13 @@ def summary(data: SearchData) -> dict[str, object]:
         "pixel_std": round(std, 3),
         "pixel_min": int(present[0]),
         "pixel_max": int(present[-1]),
-    } | {key: value for key, value in data.details.items() if key not in ("held_out_files", "cache")}
+    } | _folder_facts(data.details)
+
+
+def _folder_facts(details: Mapping[str, object]) -> dict[str, object]:
+    """A folder's details for the summary: the lists of files as counts (they are written out in full)."""
+    facts = {key: value for key, value in details.items() if key not in FILE_LISTS and key != "cache"}
+    return facts | {key: len(details[key]) for key in FILE_LISTS if key in details}  # type: ignore[arg-type]
 
 
 def figure_images(images: ImageSet) -> Images:
@@ -106,7 +114,7 @@ def folder_lines(data: SearchData) -> list[str]:
     if not details:
         return []
     sizes = ", ".join(f"{size} ({count})" for size, count in list(details["sizes"].items())[:5])
-    more = f" and {len(details['sizes']) - 5} more sizes" if len(details["sizes"]) > 5 else ""
+    more = f" and {details['distinct_sizes'] - 5} more sizes" if details["distinct_sizes"] > 5 else ""
     modes = ", ".join(f"{mode} {count}" for mode, count in details["modes"].items())
     height, width = details["image_size"]
     test = "held out of the folder" if details["test_held_out"] else "in the test folder"
@@ -242,7 +250,12 @@ def write_data_report(data: SearchData, folder: Path) -> list[Path]:
     table, summary_file = folder / "class_counts.csv", folder / "summary.json"
     counts.to_csv(table, index=False)
     summary_file.write_text(json.dumps(summary(data), indent=2) + "\n", encoding="utf-8")
-    return [*figures, table, summary_file]
+    lists = []
+    for key in FILE_LISTS:
+        if data.details.get(key):
+            lists.append(folder / f"{key}.txt")
+            lists[-1].write_text("".join(f"{name}\n" for name in data.details[key]), encoding="utf-8")
+    return [*figures, table, summary_file, *lists]
 
 
 @dataclass(frozen=True)
