@@ -44,7 +44,8 @@ def test_classes_are_the_sorted_folder_names_and_other_files_are_counted_as_igno
     assert listing.class_names == ("pullover", "t-shirt-top", "trouser")
     assert len(listing) == 90 and np.bincount(listing.labels).tolist() == [30, 30, 30]
     assert sorted(listing.ignored) == ["t-shirt-top/notes.txt", "trouser/.DS_Store"]
-    assert all(name.split("/")[0] == listing.class_names[label] for name, label in zip(listing.files, listing.labels, strict=True))
+    pairs = zip(listing.files, listing.labels, strict=True)
+    assert all(name.split("/")[0] == listing.class_names[label] for name, label in pairs)
 
 
 def test_the_held_out_test_files_are_stratified_fixed_and_never_in_the_train_part(photos: Path) -> None:
