@@ -1268,7 +1268,7 @@ CASES = [
         "photos",
         files=photos() | {"photos/shirt/broken.jpg": "this is not a JPEG\n"},
         problem="photos/shirt/broken.jpg: cannot decode this image",
-        fix="replace or remove the file, or set data.skip_unreadable = true",
+        fix="replace or remove the file, or set skip_unreadable = true in the objective's [data]",
     ),
     case(
         "folder-images-truncated",  # its header reads: it fails while decoding into mlruns/image-cache
@@ -1277,7 +1277,7 @@ CASES = [
         "photos",
         files=photos() | {"photos/trouser/cut.png": photo(1, 8, keep=200)},
         problem="photos/trouser/cut.png: cannot decode this image",
-        fix="set data.skip_unreadable = true",
+        fix="set skip_unreadable = true in the objective's [data]",
     ),
     case(
         "folder-images-no-class-folders",
@@ -1323,7 +1323,7 @@ CASES = [
         "photos",
         files=photos() | {"photos/trouser/broken.png": b"\x89PNG\r\n\x1a\n but no more"},
         problem="photos/trouser/broken.png: cannot decode this image",
-        fix="set data.skip_unreadable = true",
+        fix="set skip_unreadable = true in the objective's [data]",
     ),
     case(
         "folder-best-images-missing",
@@ -1384,7 +1384,7 @@ CASES = [
         | photos(classes={"shirt": 6})
         | photos(classes={"trouser": 1}, per_class=1)
         | photos("held", per_class=2),
-        problem="photos: class 1 has a single image",
+        problem="photos: class 1 (trouser) has a single image",
         fix="add images of that class",
     ),
     case(

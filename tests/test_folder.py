@@ -139,7 +139,7 @@ def test_an_image_that_does_not_decode_is_one_line_or_skipped_and_counted(tmp_pa
     cache = tmp_path / "store" / "image-cache"
     with pytest.raises(SetupError) as error:
         load_search_data(folder_objective(root, test_fraction=0.3), cache_root=cache)
-    one_line(error, "broken.jpg: cannot decode this image", "data.skip_unreadable = true")
+    one_line(error, "broken.jpg: cannot decode this image", "skip_unreadable = true in the objective's [data]")
     assert not (tmp_path / "store").exists()  # nothing written
     skipping = folder_objective(root, test_fraction=0.3, skip_unreadable=True)
     data = load_search_data(skipping, cache_root=cache)

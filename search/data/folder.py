@@ -136,7 +136,8 @@ def unreadable_line(unreadable: UnreadableImage) -> str:
     """The one line for an image that does not decode."""
     return (
         f"{unreadable.path}: cannot decode this image ({unreadable.reason}); replace or remove the file, "
-        "or set data.skip_unreadable = true to skip such files"
+        "or set skip_unreadable = true in the objective's [data] to skip such files (for --images, copy "
+        "objectives/folder.toml and pass it as --objective)"
     )
 
 

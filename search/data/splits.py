@@ -30,7 +30,7 @@ def load_search_data(objective: Objective, data_dir: Path | None = None, cache_r
     class_names = _class_names(objective, read, images)
     check_labels(images.y, len(class_names), where)
     config, seed = objective.data, objective.seed
-    _check_classes_split(images, where, "add images of that class")
+    _check_classes_split(images, class_names, where, "add images of that class")
     val_count = max(len(class_names), round(config.validation_fraction * len(images)))
     try:
         train_at, val_at = train_test_split(
@@ -60,13 +60,15 @@ def _class_names(objective: Objective, read: object, images: ImageSet) -> tuple[
     return tuple(str(label) for label in range(int(images.y.max()) + 1))
 
 
-def _check_classes_split(images: ImageSet, where: str, fix: str) -> None:
+def _check_classes_split(images: ImageSet, class_names: tuple[str, ...], where: str, fix: str) -> None:
     """A stratified split needs two images of every class present."""
     counts = np.bincount(images.y)
     single = np.flatnonzero(counts == 1)
     if single.size:
+        label = int(single[0])
+        named = f" ({class_names[label]})" if label < len(class_names) and class_names[label] != str(label) else ""
         raise SetupError(
-            f"{where}: class {int(single[0])} has a single image, and a stratified split into train "
+            f"{where}: class {label}{named} has a single image, and a stratified split into train "
             f"and validation needs at least 2 of each class; {fix}"
         )
 
