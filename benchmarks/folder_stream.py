@@ -5,7 +5,8 @@ Writes Fashion-MNIST's 60,000 training and 10,000 test images as PNG files in cl
   epochs  the epoch times of a `cnn-fast`-sized CNN on the 54,000-image train split, in memory and streamed
           from the cache, one thread in one process each (as a trial of a two-worker search trains);
   memory  the peak memory (PSS, summed over the search's processes) of `atelier run` over the folder at a size
-          whose decoded images exceed the `data.memory_limit` it sets, so the search streams.
+          whose decoded images exceed the `data.memory_limit` it sets, so the search streams (a space with a
+          stride-4 stem, so that each trial's own memory stays small beside the data's).
 Run it with nothing else training.
 
     .venv/bin/python benchmarks/folder_stream.py --folder /tmp/fashion-png decode epochs memory
@@ -14,6 +15,7 @@ Run it with nothing else training.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import shutil
 import subprocess
@@ -34,8 +36,22 @@ PARAMS = {  # a cnn-fast trial's kind
     "learning_rate": 2e-3,
     "batch_size": 128,
 }
-MEMORY_SIZE = (112, 112)  # the memory run's image size: 60,000 RGB images of it decode to 2.26 GB
-MEMORY_LIMIT = "1.5GB"
+MEMORY_SIZE = (160, 160)  # the memory run's image size: 60,000 RGB images of it decode to 4.6 GB
+MEMORY_LIMIT = "3GB"
+STEM_SPACE = """\
+description = "The memory run's space: a stride-4 stem, so a trial's own memory stays small beside the data's."
+
+[params]
+stem_stride = 4
+stem_filters = 32
+conv_blocks = 2
+conv_filters = {choices = [32, 48]}
+head = "average"
+dense_layers = 1
+dense_units = 64
+learning_rate = {low = 1e-3, high = 3e-3, log = true}
+batch_size = 64
+"""
 
 
 def write_folders(root: Path) -> None:
@@ -60,8 +76,8 @@ def write_folders(root: Path) -> None:
     print(f"wrote 70,000 PNG files in {time.perf_counter() - started:.1f} s")
 
 
-def objective_file(root: Path, extra: str = "") -> Path:
-    path = root / f"objective{abs(hash(extra)) % 1000}.toml"
+def objective_file(root: Path, extra: str = "", space: str = "cnn-fast") -> Path:
+    path = root / f"objective-{hashlib.sha256((extra + space).encode()).hexdigest()[:8]}.toml"
     path.write_text(
         textwrap.dedent(f"""\
         [data]
@@ -70,7 +86,7 @@ def objective_file(root: Path, extra: str = "") -> Path:
         test = "test"
         {extra}
         [search]
-        space = "cnn-fast"
+        space = "{space}"
         """)
     )
     return path
@@ -104,7 +120,7 @@ def epoch_times(root: Path, load: str, epochs: int, cache: str) -> list[float]:
         on_epoch_begin=lambda epoch, logs: starts.append(time.perf_counter()),
         on_train_end=lambda logs: starts.append(time.perf_counter()),
     )
-    model.fit(data.train.batches(128, shuffle=True), epochs=epochs, callbacks=[watch], verbose=0)
+    model.fit(data.train.batches(128, shuffle=True), shuffle=False, epochs=epochs, callbacks=[watch], verbose=0)
     print(f"  {load}: {type(data.train).__name__} of {len(data.train)} images", flush=True)
     return [after - before for before, after in zip(starts, starts[1:], strict=False)]
 
@@ -153,7 +169,8 @@ def memory(root: Path) -> None:
 
     height, width = MEMORY_SIZE
     extra = f'image_size = [{height}, {width}]\ncolor = "rgb"\nmemory_limit = "{MEMORY_LIMIT}"\nsubsample = 3000'
-    objective = objective_file(root, extra)
+    (root / "stem.toml").write_text(STEM_SPACE)
+    objective = objective_file(root, extra, space=str(root / "stem.toml"))
     decoded = 60_000 * height * width * 3
     with tempfile.TemporaryDirectory() as store:
         command = [sys.executable, "-m", "search.cli", "run", "--objective", str(objective), "--store", store]

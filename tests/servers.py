@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -13,11 +15,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg import sql
@@ -41,6 +44,43 @@ def wait_for_http(url: str, server: subprocess.Popen, seconds: float = 120) -> N
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"{url} did not answer within {seconds} s")
+
+
+@contextmanager
+def served_model(uri: str, tracking_uri: str, cwd: Path) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """`mlflow models serve` of a registered model on a free port of 127.0.0.1, as its users start it; yields a
+    function that posts images to it (JSON, `{"inputs": ...}`) and returns its predictions."""
+    port = free_port()
+    environment = os.environ | {
+        "MLFLOW_TRACKING_URI": tracking_uri,  # and uvicorn on the PATH:
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+    def ask(images: np.ndarray) -> np.ndarray:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return np.asarray(json.loads(response.read())["predictions"])
+
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
+        yield ask
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def free_port() -> int:

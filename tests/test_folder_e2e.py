@@ -10,10 +10,6 @@ import contextlib
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -22,7 +18,7 @@ import pytest
 from background import Background, Prepared
 from image_folders import fashion_images, write_folder
 from PIL import Image
-from servers import free_port, wait_for_http
+from servers import served_model
 from stores import atelier_case
 
 from search.config.objectives import images_objective, load_objective
@@ -158,34 +154,8 @@ def test_the_served_model_answers_arrays_decoded_as_in_training(searched: Prepar
     mlflow.set_tracking_uri(f"sqlite:///{searched.folder / 'mlruns' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/images-photos@champion")
     pixels = _decoded(searched, tuple(model.metadata.get_input_schema().inputs[0].shape[1:]))
-    port = free_port()
-    environment = os.environ | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{searched.folder / 'mlruns' / 'mlflow.db'}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/images-photos@champion"]
-    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(
-        command,
-        cwd=searched.folder,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": pixels.tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answered = np.asarray(json.loads(response.read())["predictions"])
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with served_model("models:/images-photos@champion", mlflow.get_tracking_uri(), searched.folder) as ask:
+        answered = ask(pixels)
     with contextlib.redirect_stdout(io.StringIO()):
         expected = np.asarray(model.predict(pixels))
     np.testing.assert_allclose(answered, expected, atol=1e-5)

@@ -6,11 +6,7 @@ import contextlib
 import io
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from PIL import Image
-from servers import free_port, wait_for_http
+from servers import served_model
 from stores import atelier_case, atelier_in, journal_study, local_client
 
 from search.config.objectives import load_objective, objective_from_record
@@ -360,46 +356,8 @@ def test_predict_bad_input_exits_2_with_one_line(
 @pytest.mark.e2e
 def test_mlflow_models_serve_answers_with_the_champions_probabilities(promoted: Promoted) -> None:
     test = reader(load_objective("digits").data)[0]("test")
-    port = free_port()
-    environment = os.environ | {
-        "MLFLOW_TRACKING_URI": promoted.client.tracking_uri,  # and uvicorn on the PATH:
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/digits@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=promoted.workdir,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": test.x[:20].tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answered = np.asarray(json.loads(response.read())["predictions"])
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with served_model("models:/digits@champion", promoted.client.tracking_uri, promoted.workdir) as ask:
+        answered = ask(test.x[:20])
     mlflow.set_tracking_uri(promoted.client.tracking_uri)
     expected = np.asarray(mlflow.pyfunc.load_model("models:/digits@champion").predict(test.x[:20]))
     assert answered.shape == (20, 10)

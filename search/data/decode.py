@@ -9,8 +9,9 @@ frame; 16-bit images keep their top 8 bits.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +112,15 @@ def decode_many(
 
     paths = list(paths)
     chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
-    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        for decoded in pool.map(decode_chunk, chunks):
-            yield from decoded
+    workers = threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[list[np.ndarray | UnreadableImage]]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(decode_chunk, chunk))
+            if len(pending) > 2 * workers:  # a bounded queue: the decoded images never pile up in memory
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
 
 
 def _flattened(image: Image.Image) -> Image.Image:

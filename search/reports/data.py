@@ -35,7 +35,7 @@ GRID_MAX_INCHES = 200.0  # very many classes shrink the cells rather than pass A
 PIXEL_VALUES = 256
 HISTOGRAM_CHUNK = 1 << 20  # pixels counted at once
 FILE_LISTS = ("ignored", "skipped", "held_out_files")  # a folder's lists of files, each written to KEY.txt
-FIGURE_BYTES = 256 << 20  # of streamed images read for the figures and pixel statistics: a seeded sample
+FIGURE_BYTES = 64 << 20  # of streamed images read for the figures and pixel statistics: a seeded sample
 
 
 def class_counts(data: SearchData) -> pd.DataFrame:
