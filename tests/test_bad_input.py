@@ -1637,7 +1637,7 @@ CASES = [
         "--objective",
         "o.toml",
         files=csv_case(csv_text(rows=19)),
-        problem="class 9 has a single image",
+        problem="class 9 (Ankle boot) has a single image",
         fix="add images of that class",
     ),
     case("flags-promote-without-store", "promote", problem="no MLflow store at", fix="run `atelier run` first"),

@@ -26,6 +26,7 @@ from stores import atelier_case, atelier_in, journal_study, local_client
 from search.config.objectives import load_objective, objective_from_record
 from search.data import load_search_data, reader
 from search.release.evaluate import evaluate, expected_calibration_error
+from search.release.registered import load_champion
 
 TEST_METRICS = {
     f"test_{name}"
@@ -465,3 +466,11 @@ def test_only_promotion_asks_the_data_for_the_test_part(parts_promotion: Prepare
     asked = ran["promote"]["asked"]
     assert asked[0] == "train" and asked.count("test") == 1 and set(asked) == {"train", "test"}
     assert "test: accuracy" in ran["promote"]["out"]
+
+
+def test_a_registered_model_without_a_champion_has_none(tmp_path: Path) -> None:
+    """Every earlier promotion failed a gate: the model is registered, its `champion` alias was never set."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert load_champion(client, "photos") is None
+    client.create_registered_model("photos")
+    assert load_champion(client, "photos") is None

@@ -58,14 +58,15 @@ def load_keras_model(uri: str) -> keras.Model:
 
 
 def load_champion(client: MlflowClient, model_name: str) -> keras.Model | None:
-    """The registered champion of `model_name`, or None when there is none yet."""
+    """The registered champion of `model_name`, or None when there is none yet (no such model, or no version of it
+    has passed every gate)."""
     try:
-        client.get_model_version_by_alias(model_name, CHAMPION)
+        aliases = client.get_registered_model(model_name).aliases
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
-    return load_keras_model(f"models:/{model_name}@{CHAMPION}")
+    return load_keras_model(f"models:/{model_name}@{CHAMPION}") if CHAMPION in aliases else None
 
 
 def _requirements() -> list[str]:
