@@ -31,6 +31,7 @@ class BenchRequest:
     target_accuracy: float | None = None
     strategies: Sequence[str] = DEFAULT_STRATEGIES
     memory_trials: Sequence[int] = (5, 30, 100)  # none: no memory figures
+    holdout: int = 10_000  # training images no strategy trains or selects on, that score the models handed over
     data_dir: Path | None = None
     output: Path | None = None  # default: bench-out/OBJECTIVE-SPACE
 
@@ -66,6 +67,8 @@ def check_request(request: BenchRequest) -> _Checked:
             "through Optuna and through KerasTuner alike; give --space a space file with [params]"
         )
     strategies = check_strategies(request.strategies)
+    if request.holdout < 1:
+        raise SetupError(f"--holdout {request.holdout} scores nothing; give a count of images, e.g. 10000")
     if request.budget_epochs < 1:
         raise SetupError(f"--budget-epochs {request.budget_epochs} leaves nothing to train; give at least 1")
     if request.seeds < 1:
@@ -99,22 +102,25 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
     from search.bench.record import log_bench_run
     from search.bench.report import write_bench_report
     from search.bench.strategies import run_bench
-    from search.data import load_search_data
+    from search.data.splits import load_bench_data
     from search.record.tracking import Tracker
     from search.reports.runs import run_address
 
-    data = load_search_data(objective, request.data_dir)
+    data, holdout = load_bench_data(objective, request.holdout, request.data_dir)
     seeds = {
         strategy: request.pair_seeds if strategy in PAIR and request.pair_seeds else request.seeds
         for strategy in checked.strategies
     }
     say(
-        f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation images), space "
+        f"bench: {objective.name} ({len(data.train)} train, {len(data.val)} validation, {len(holdout)} holdout "
+        f"images), space "
         f"{space.name}, {request.budget_epochs} epochs per strategy and seed (trials of at most "
         f"{objective.max_epochs}), seeds: {', '.join(f'{s} {n}' for s, n in seeds.items())}"
     )
     started = time.perf_counter()
-    results = run_bench(objective, space, data, seeds, request.budget_epochs, lambda result: say(_job_line(result)))
+    results = run_bench(
+        objective, space, data, holdout, seeds, request.budget_epochs, lambda result: say(_job_line(result))
+    )
     memory = (
         measure_memory(objective, space, request.data_dir, request.memory_trials) if request.memory_trials else None
     )
@@ -130,6 +136,7 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
         "target_accuracy": request.target_accuracy,
         "train_images": len(data.train),
         "validation_images": len(data.val),
+        "holdout_images": len(holdout),
         "memory_trials": " ".join(map(str, request.memory_trials)),
     }
     experiment_id, run_id = log_bench_run(
@@ -148,7 +155,8 @@ def compare(request: BenchRequest, store: Store, say: Say = print) -> BenchResul
 
 def _job_line(result: RunResult) -> str:
     return (
-        f"{result.strategy} seed {result.seed}: best val_accuracy {max(result.val_accuracy, default=0):.4f} "
+        f"{result.strategy} seed {result.seed}: holdout accuracy {result.holdout_accuracy:.4f} of the model handed "
+        f"over (best val_accuracy of any epoch {max(result.val_accuracy, default=0):.4f}) "
         f"in {result.epochs} epochs, {result.trials} trials "
         f"({', '.join(f'{n} {k}' for k, n in result.outcomes.items() if n)}), {result.wall_seconds:.0f} s"
     )

@@ -14,10 +14,12 @@ from search.record.tracking import Tracker
 
 EXPERIMENT, KIND = "bench", "bench"
 SUMMARY_METRICS = (
+    "holdout_acc",
+    "holdout_acc_lo",
+    "holdout_acc_hi",
     "best_val_acc",
-    "best_min",
-    "best_max",
-    "epochs_to_kt_hb_best",
+    "kt_hb_epoch_ratio",
+    "epochs_to_kt_hb",
     "epochs_to_target",
     "epochs",
     "trials",
@@ -32,7 +34,7 @@ def log_bench_run(
     """Log the bench to a new run of the `bench` experiment; return (experiment id, run id).
 
     Metrics: `STRATEGY/FIGURE` from the summary (inf, a target never reached, is left out),
-    `best_val_acc/STRATEGY` at step = epochs trained (the median curve over seeds), and
+    `holdout_acc/STRATEGY` at step = epochs trained (the handed-over model's, median over seeds), and
     `LIBRARY/rss_mb_after_N`. The files are the run's artifacts, the summary its description.
     """
     client = tracker.client
@@ -50,10 +52,11 @@ def log_bench_run(
         for column in SUMMARY_METRICS
         if column in row and pd.notna(row[column]) and abs(float(row[column])) != float("inf")
     ]
-    medians = report.curves.groupby(["strategy", "epoch"], sort=False)["best_val_acc"].median()
+    medians = report.curves.groupby(["strategy", "epoch"], sort=False)["holdout_acc"].median()
     metrics += [
-        Metric(f"best_val_acc/{strategy}", float(value), now, int(epoch))
+        Metric(f"holdout_acc/{strategy}", float(value), now, int(epoch))
         for (strategy, epoch), value in medians.items()
+        if pd.notna(value)
     ]
     if memory is not None:
         metrics += [

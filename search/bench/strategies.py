@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras_tuner
+import numpy as np
 import optuna
 
 # KerasTuner prints the traceback of every failed trial (too large ones too) while its module-level flag
@@ -45,10 +46,12 @@ from optuna.trial import TrialState
 from search.bench.space_hypermodel import SpaceHyperModel
 from search.config.objectives import Objective
 from search.config.spaces import Space
-from search.data import SearchData
+from search.data import ImageSet, SearchData
+from search.data.batches import predict_proba
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.engine.candidate import TrialOutcome, run_candidate, space_build
 from search.engine.cores import CoreMeter
+from search.engine.warm_start import first_configurations, queue_configurations
 from search.engine.worker_server import start_worker_server
 from search.errors import SetupError
 from search.models.sampling import sample
@@ -119,6 +122,7 @@ class Job:
     objective: Objective
     space: Space
     data: SearchData
+    holdout: ImageSet  # images of the training part that no strategy trains or selects on
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class RunResult:
     wall_seconds: float
     fit_seconds: float
     cores_busy: float | None = None  # the share of the cores' time spent working while the job ran
+    holdout_accuracy: float = math.nan  # of the model the strategy hands over at its budget's end (nan: none)
+    handed_over: tuple[tuple[int, float], ...] = ()  # (epochs spent, holdout accuracy) each time that model changed
 
     @property
     def epochs(self) -> int:
@@ -150,6 +156,7 @@ def run_bench(
     objective: Objective,
     space: Space,
     data: SearchData,
+    holdout: ImageSet,
     seeds: Mapping[str, int],
     budget: int,
     on_result: Callable[[RunResult], None],
@@ -165,7 +172,8 @@ def run_bench(
         for offset in range(max(seeds.values(), default=0)):
             for strategy in [name for name, count in seeds.items() if offset < count]:
                 seed = objective.seed + offset
-                result = pool.submit(run_job, Job(strategy, seed, budget, objective, space, data)).result()
+                job = Job(strategy, seed, budget, objective, space, data, holdout)
+                result = pool.submit(run_job, job).result()
                 on_result(result)
                 results.append(result)
     return results
@@ -182,22 +190,44 @@ def run_job(job: Job) -> RunResult:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as folder:
         if job.strategy in OPTUNA:
-            outcomes, fit_seconds = _optuna_search(job, ledger)
+            search = _optuna_search(job, ledger)
         else:
-            outcomes, fit_seconds = _kerastuner_search(job, ledger, Path(folder))
+            search = _kerastuner_search(job, ledger, Path(folder))
+    handed_over = tuple(search.handed_over)
     return RunResult(
         job.strategy,
         job.seed,
         tuple(ledger.val_accuracy),
-        dict(outcomes),
+        dict(search.outcomes),
         time.perf_counter() - started,
-        fit_seconds,
+        search.fit_seconds,
         meter.busy_share(),
+        handed_over[-1][1] if handed_over else math.nan,
+        handed_over,
     )
 
 
-def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
-    """Ask and tell trials until the budget is spent; each trial runs through atelier's trial core."""
+@dataclass
+class _Search:
+    """What a strategy's search did: its trials' outcomes, its seconds in `fit`, and the model it hands over."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    fit_seconds: float = 0.0
+    handed_over: list[tuple[int, float]] = field(default_factory=list)
+
+
+def holdout_accuracy(model: keras.Model, holdout: ImageSet) -> float:
+    """The share of the holdout images the model labels right."""
+    return float(np.mean(predict_proba(model, holdout).argmax(axis=1) == holdout.y))
+
+
+def _optuna_search(job: Job, ledger: Ledger) -> _Search:
+    """Ask and tell trials until the budget is spent; each trial runs through atelier's trial core.
+
+    `atelier` is `atelier run`: the space's `[reference]` is queued first, measured rather than screened. The
+    model handed over is the best completed trial's (by the objective, as `atelier promote` picks it), scored on
+    the holdout each time a trial takes the lead.
+    """
     objective, data = job.objective, job.data
     sampler_name, pruner_name = OPTUNA[job.strategy]
     study = optuna.create_study(
@@ -205,8 +235,9 @@ def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
         sampler=make_sampler(sampler_name, job.seed, objective.trials),
         pruner=make_pruner(pruner_name, objective.max_epochs, first_rung(job.space)),
     )
-    outcomes: Counter[str] = Counter()
-    fit_seconds = 0.0
+    if job.strategy == "atelier":
+        queue_configurations(study, first_configurations(job.space))
+    search = _Search()
     while not ledger.spent:
         trial = study.ask()
         outcome = run_candidate(
@@ -216,11 +247,23 @@ def _optuna_search(job: Job, ledger: Ledger) -> tuple[Counter[str], float]:
             trial=trial,
             callbacks=[LedgerCallback(ledger)],
         )
+        if outcome.model is not None and _leads(study, outcome.value, objective.direction):
+            search.handed_over.append((ledger.epochs, holdout_accuracy(outcome.model, job.holdout)))
         keras.backend.clear_session()
-        outcomes[_label(outcome, ledger)] += 1
-        fit_seconds += outcome.summary.get("fit_seconds", 0.0)
+        search.outcomes[_label(outcome, ledger)] += 1
+        search.fit_seconds += outcome.summary.get("fit_seconds", 0.0)
         study.tell(trial, outcome.value, state=outcome.state)
-    return outcomes, fit_seconds
+    return search
+
+
+def _leads(study: optuna.Study, value: float | None, direction: str) -> bool:
+    """Whether a completed trial's value beats every completed trial's so far (the first one leads)."""
+    done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if value is None:
+        return False
+    if not done:
+        return True
+    return value < min(done) if direction == "minimize" else value > max(done)
 
 
 def _label(outcome: TrialOutcome, ledger: Ledger) -> str:
@@ -245,7 +288,8 @@ def kerastuner_objective(objective: Objective) -> keras_tuner.Objective:
     return keras_tuner.Objective(objective.metric, "min" if objective.direction == "minimize" else "max")
 
 
-def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[str], float]:
+def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> _Search:
+    """KerasTuner's tuner as its users run it: `search`, then `get_best_models` (the best trial's best epoch)."""
     objective, data = job.objective, job.data
     hypermodel = SpaceHyperModel(job.space, objective, data, callbacks=[LedgerCallback(ledger)])
     tuner_class = keras_tuner.Hyperband if job.strategy == "kt-hyperband" else keras_tuner.BayesianOptimization
@@ -273,7 +317,10 @@ def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> tuple[Counter[
         skipped=hypermodel.skipped,
         failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped,
     )
-    return outcomes, hypermodel.fit_seconds
+    search = _Search(outcomes, hypermodel.fit_seconds)
+    if states["COMPLETED"]:
+        search.handed_over.append((ledger.epochs, holdout_accuracy(tuner.get_best_models(1)[0], job.holdout)))
+    return search
 
 
 class _Budgeted:

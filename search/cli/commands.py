@@ -149,6 +149,7 @@ def bench(args: argparse.Namespace) -> int:
         target_accuracy=args.target_accuracy,
         strategies=args.strategies or DEFAULT_STRATEGIES,
         memory_trials=args.memory_trials,
+        holdout=args.holdout,
         data_dir=args.data_dir,
         output=args.output,
     )

@@ -25,6 +25,19 @@ def load_search_data(objective: Objective, data_dir: Path | None = None, cache_r
     error near 0.009, on 6,000 near 0.004. The split is the same for every subsample of one seed.
     A folder's images are decoded into a cache under `cache_root` (the store's), in memory without one.
     """
+    return _load(objective, data_dir, cache_root, holdout=0)[0]
+
+
+def load_bench_data(objective: Objective, holdout: int, data_dir: Path | None = None) -> tuple[SearchData, ImageSet]:
+    """The search's data, and a holdout of `holdout` images of the training part that it neither trains nor
+    validates on (stratified, seeded): taken from the images its subsample leaves out when they are enough, so the
+    search trains on what `load_search_data` gives it, else split off its train split before the subsample."""
+    return _load(objective, data_dir, None, holdout)
+
+
+def _load(
+    objective: Objective, data_dir: Path | None, cache_root: Path | None, holdout: int
+) -> tuple[SearchData, ImageSet]:
     read, where = reader(objective.data, data_dir, cache_root)
     images = read("train")
     class_names = _class_names(objective, read, images)
@@ -41,13 +54,26 @@ def load_search_data(objective: Objective, data_dir: Path | None = None, cache_r
             f"{where}: cannot keep {val_count} of {len(images)} images for validation and train on "
             f"the rest, stratified by class ({error}); lower data.validation_fraction"
         ) from None
+    count = len(train_at)
     if config.subsample != 1.0:
-        count = config.subsample if config.subsample > 1 else round(config.subsample * len(train_at))
-        if count < len(train_at):
-            problem = f"{where}: data.subsample {config.subsample} cannot pick {int(count)} of {len(train_at)} images"
-            train_at = _stratified_take(train_at, images.y[train_at], int(count), seed, problem)
+        count = min(count, int(config.subsample if config.subsample > 1 else round(config.subsample * len(train_at))))
+    holdout_at = np.arange(0)
+    if holdout and len(train_at) - count <= holdout:  # too few left out: the holdout comes out of the train split
+        problem = f"{where}: cannot hold out {holdout} of the {len(train_at)} training images for the bench"
+        holdout_at = _stratified_take(train_at, images.y[train_at], holdout, seed, problem)
+        train_at = np.setdiff1d(train_at, holdout_at, assume_unique=True)
+        count = min(count, len(train_at))
+    if count < len(train_at):
+        problem = f"{where}: data.subsample {config.subsample} cannot pick {count} of {len(train_at)} images"
+        kept = _stratified_take(train_at, images.y[train_at], count, seed, problem)
+        if holdout and not len(holdout_at):
+            left = train_at[~np.isin(train_at, kept)]
+            problem = f"{where}: cannot hold out {holdout} of the {len(left)} training images the subsample leaves"
+            holdout_at = _stratified_take(left, images.y[left], holdout, seed, problem)
+        train_at = kept
     details = read.details if isinstance(read, FolderReader) else {}
-    return SearchData(objective.name, where, images.take(train_at), images.take(val_at), class_names, details)
+    data = SearchData(objective.name, where, images.take(train_at), images.take(val_at), class_names, details)
+    return data, images.take(holdout_at)
 
 
 def _class_names(objective: Objective, read: object, images: ImageSet) -> tuple[str, ...]:

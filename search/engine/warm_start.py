@@ -53,6 +53,11 @@ def best_configurations(storage: BaseStorage, source: str, study_name: str, spac
     return chosen
 
 
+def first_configurations(space: Space) -> list[dict[str, Any]]:
+    """What a new study of `space` runs before sampling: its `[reference]`, if it has one."""
+    return [{"params": dict(space.reference), "origin": f"reference of space {space.name}"}] if space.reference else []
+
+
 def queue_configurations(study: optuna.Study, configurations: list[dict[str, Any]]) -> int:
     """Queue the configurations in a study that has no trial yet; return how many were queued (0 on resume)."""
     if study.get_trials(deepcopy=False):

@@ -115,6 +115,7 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
 
     from search.engine.plan import SearchContext, SearchPlan
     from search.engine.study import open_study, optimize
+    from search.engine.warm_start import first_configurations, queue_configurations
     from search.pipelines.progress import Progress
     from search.record.tracking import dataset_inputs
     from search.reports.runs import publish_data_report, publish_study_report, run_address
@@ -125,10 +126,8 @@ def run_search(request: SearchRequest, store: Store, say: Say = print) -> Search
         objective = replace(objective, timeout=min(objective.timeout or math.inf, left))
     storage = store.storage()
     study = open_study(study_name, storage, objective, space, request.data_dir)
-    first = [{"params": dict(space.reference), "origin": f"reference of space {space.name}"}] if space.reference else []
+    first = first_configurations(space)
     if first or warm_start:
-        from search.engine.warm_start import queue_configurations
-
         if queue_configurations(study, first + warm_start):
             if first:
                 quiet_say(f"the first trial runs the space's reference configuration ({space.path.name} [reference])")
