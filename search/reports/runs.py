@@ -22,6 +22,7 @@ from search.paths import check_output_folder
 from search.record.store import Store, load_existing_study
 from search.record.tracking import Tracker
 from search.reports.data import summary, write_data_report
+from search.reports.rungs import rung_summary
 from search.reports.study import StudyReport, tally, write_study_report
 from search.secrets import redact, without_credentials
 
@@ -148,7 +149,8 @@ def _find_run(client: MlflowClient, experiment_ids: list[str], filter_string: st
 
 
 def _description(study: optuna.Study, report: StudyReport, experiment_id: str, data_link: str | None) -> str:
-    """The run's description (Markdown, shown on its page in the MLflow UI): tally, best trial, where to look."""
+    """The run's description (Markdown, shown on its page in the MLflow UI): tally, best trial, how far the
+    rankings at the rungs held, where to look."""
     lines = [f"**Study {study.study_name}**: {len(study.trials)} trials ({tally(report.counts)}).", ""]
     if report.best is not None:
         best = report.best
@@ -160,10 +162,11 @@ def _description(study: optuna.Study, report: StudyReport, experiment_id: str, d
             "|---|---|",
         ]
         lines += [f"| {name} | {value} |" for name, value in best.params.items()]
+    lines += ["", f"Early judgements: {rung_summary(report.rungs)}."]
     lines += [
         "",
         "Artifacts: `report.html` (every plot, interactive), PNG figures, `trials.csv` (all trials), "
-        "`best_trial.json`.",
+        "`rungs.csv` (how the ranking at each rung held to the last epoch), `best_trial.json`.",
     ]
     if data_link:
         lines += ["", f"The data these trials trained on: [data report]({data_link})."]

@@ -1,4 +1,5 @@
-"""A study's report: how the search went and which parameters mattered, as PNG figures, one HTML page and a CSV.
+"""A study's report: how the search went, which parameters mattered and how far its early judgements held, as PNG
+figures, one HTML page and CSV files.
 
 Reads an Optuna study and writes files; knows nothing of MLflow (`search.reports.runs` logs the folder).
 """
@@ -28,10 +29,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from search.record.tables import trials_table  # noqa: E402
+from search.reports.rungs import RungCorrelation, rung_correlations, rungs_table  # noqa: E402
 
 MAIN_PARAMS = 6  # the parameters drawn in the parallel-coordinate and slice plots
 PAGE = "report.html"
 TRIALS_CSV = "trials.csv"
+RUNGS_CSV = "rungs.csv"
 BEST_TRIAL = "best_trial.json"
 COUNTED_STATES = {
     TrialState.COMPLETE: "complete",
@@ -48,6 +51,7 @@ class StudyReport:
     counts: dict[str, int]
     best: optuna.trial.FrozenTrial | None
     importances: dict[str, float]
+    rungs: tuple[RungCorrelation, ...]  # how the ranking at each rung held to the last epoch
     files: tuple[Path, ...]
 
 
@@ -59,7 +63,8 @@ def tally(counts: dict[str, int]) -> str:
 def write_study_report(
     study: optuna.Study, folder: Path, run_link: Callable[[str], str] = lambda run_id: run_id
 ) -> StudyReport:
-    """Write the figures (PNG), `report.html` (the same plots, interactive), `trials.csv` and `best_trial.json`.
+    """Write the figures (PNG), `report.html` (the same plots, interactive), `trials.csv`, `rungs.csv` and
+    `best_trial.json`.
 
     `run_link` turns an MLflow run id into the address the page links to.
     """
@@ -83,12 +88,14 @@ def write_study_report(
     run_ids = {t.number: t.user_attrs.get("mlflow_run_id", "") for t in trials}
     table.insert(3, "mlflow_run_id", [run_ids[n] for n in table["number"]])
     table.to_csv(folder / TRIALS_CSV, index=False)
+    rungs = tuple(rung_correlations(trials, study.direction))
+    rungs_table(rungs).to_csv(folder / RUNGS_CSV, index=False)
     counts = {name: sum(t.state is state for t in trials) for state, name in COUNTED_STATES.items()}
     best_record = _best_record(study, best, run_link)
     (folder / BEST_TRIAL).write_text(json.dumps(best_record, indent=2, default=str) + "\n")
-    (folder / PAGE).write_text(_page(study, counts, best_record, interactive_figures, table))
-    files += [folder / TRIALS_CSV, folder / BEST_TRIAL, folder / PAGE]
-    return StudyReport(counts, best, importances, tuple(files))
+    (folder / PAGE).write_text(_page(study, counts, best_record, interactive_figures, rungs, table))
+    files += [folder / TRIALS_CSV, folder / RUNGS_CSV, folder / BEST_TRIAL, folder / PAGE]
+    return StudyReport(counts, best, importances, rungs, tuple(files))
 
 
 def parameter_importances(study: optuna.Study) -> dict[str, float]:
@@ -220,7 +227,12 @@ def _best_record(study: optuna.Study, best: optuna.trial.FrozenTrial | None, run
 
 
 def _page(
-    study: optuna.Study, counts: dict[str, int], best: dict, figures: dict[str, go.Figure], table: pd.DataFrame
+    study: optuna.Study,
+    counts: dict[str, int],
+    best: dict,
+    figures: dict[str, go.Figure],
+    rungs: tuple[RungCorrelation, ...],
+    table: pd.DataFrame,
 ) -> str:
     """One self-contained HTML page (plotly embedded once: it must render offline, in MLflow's preview)."""
     title = html.escape(f"Study {study.study_name}")
@@ -242,6 +254,29 @@ def _page(
         f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
         f"<script>{plotly.offline.get_plotlyjs()}</script>"
         "<style>body{font-family:sans-serif;margin:1em 2em}td{padding:0 1em 0 0}</style></head>"
-        f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally(counts)}</p>{head}{plots}"
+        f"<body><h1>{title}</h1><p>{len(study.trials)} trials: {tally(counts)}</p>{head}{plots}{_rungs_section(rungs)}"
         f"<h2>trials</h2>{table.to_html(index=False, na_rep='')}</body></html>\n"
     )
+
+
+def _rungs_section(rungs: tuple[RungCorrelation, ...]) -> str:
+    """The rung table: how far the ranking at each epoch the pruner judged at held to the trials' last epoch."""
+    head = (
+        "<h2>early judgements</h2><p>The trials that trained past each epoch the pruner judged at: rank correlation"
+        " of their value there with their value at their last epoch (1: the same order, 0: unrelated, -1: reversed),"
+        " and the rank there of the trial that ended best.</p>"
+    )
+    if not rungs:
+        return head + "<p>No trial has trained past an epoch it was judged at.</p>"
+    rows = "".join(f"<tr><td>{r.epoch}</td><td>{r.trials}</td>{_rung_cells(r)}</tr>" for r in rungs)
+    return (
+        f"{head}<table><tr><th>epoch</th><th>trials</th><th>Spearman</th><th>Kendall</th>"
+        f"<th>best trial's rank</th></tr>{rows}</table>"
+    )
+
+
+def _rung_cells(rung: RungCorrelation) -> str:
+    """A rung's three figures as table cells, or one cell saying there were too few trials."""
+    if rung.too_few:
+        return '<td colspan="3">too few</td>'
+    return f"<td>{rung.spearman:.2f}</td><td>{rung.kendall:.2f}</td><td>{rung.best_rank} of {rung.trials}</td>"
