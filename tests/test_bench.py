@@ -198,7 +198,17 @@ def test_mlflow_run_holds_the_tables_and_the_figure(bench: tuple[Path, str]) -> 
     curve = client.get_metric_history(run.info.run_id, "holdout_acc/kt-hyperband")
     assert [m.step for m in curve] == [BUDGET]  # KerasTuner hands over at its budget's end
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"bench.csv", "bench_runs.csv", "curves.csv", "memory.csv", "handed_over.png"} <= artifacts
+    assert {"bench.csv", "bench_runs.csv", "curves.csv", "rungs.csv", "memory.csv", "handed_over.png"} <= artifacts
+
+
+@pytest.mark.e2e
+def test_the_optuna_runs_early_judgements_are_ranked_against_their_ends(bench: tuple[Path, str]) -> None:
+    workdir, _ = bench
+    rungs = pd.read_csv(workdir / "out" / "rungs.csv")
+    assert list(rungs.columns) == ["strategy", "seed", "epoch", "trials", "spearman", "kendall", "best_rank"]
+    assert set(rungs["strategy"]) <= {"atelier", "optuna-tpe", "optuna-random"} and len(rungs)
+    judged = rungs.dropna(subset=["spearman"])
+    assert judged["spearman"].between(-1, 1).all() and (judged["trials"] >= 3).all()
 
 
 @pytest.mark.parametrize("space_name", ["cnn", "dense"])

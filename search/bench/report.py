@@ -19,13 +19,15 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from search.bench.strategies import REFERENCE, RunResult  # noqa: E402
+from search.reports.rungs import rungs_table  # noqa: E402
 
 OUTCOMES = ("finished", "pruned", "cut", "skipped", "failed")
 RESAMPLES = 10_000  # bootstrap resamples of the seeds for each interval
-SUMMARY_CSV, RUNS_CSV, CURVES_CSV, MEMORY_CSV, CURVES_PNG = (
+SUMMARY_CSV, RUNS_CSV, CURVES_CSV, RUNGS_CSV, MEMORY_CSV, CURVES_PNG = (
     "bench.csv",
     "bench_runs.csv",
     "curves.csv",
+    "rungs.csv",
     "memory.csv",
     "handed_over.png",
 )
@@ -164,6 +166,13 @@ def curves_table(results: Sequence[RunResult]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def rungs_of_runs(results: Sequence[RunResult]) -> pd.DataFrame:
+    """Every Optuna run's early judgements: one row per (strategy, seed, rung) with its rank correlations."""
+    frames = [rungs_table(r.rungs).assign(strategy=r.strategy, seed=r.seed) for r in results if r.rungs]
+    columns = ["strategy", "seed", "epoch", "trials", "spearman", "kendall", "best_rank"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def verdict(runs: pd.DataFrame) -> str | None:
     """Whether atelier's default handed over a model as good on the holdout as KerasTuner Hyperband's with at most
     a third of Hyperband's epochs, and where its median holdout accuracy ranks."""
@@ -217,8 +226,8 @@ def write_bench_report(
     runs = runs_table(results, target)
     summary = summary_table(runs)
     curves = curves_table(results)
-    files = [folder / SUMMARY_CSV, folder / RUNS_CSV, folder / CURVES_CSV]
-    for table, path in zip((summary, runs, curves), files, strict=False):
+    files = [folder / SUMMARY_CSV, folder / RUNS_CSV, folder / CURVES_CSV, folder / RUNGS_CSV]
+    for table, path in zip((summary, runs, curves, rungs_of_runs(results)), files, strict=True):
         table.to_csv(path, index=False)
     if memory is not None:
         files.append(folder / MEMORY_CSV)

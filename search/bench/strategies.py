@@ -55,6 +55,7 @@ from search.engine.warm_start import first_configurations, queue_configurations
 from search.engine.worker_server import start_worker_server
 from search.errors import SetupError
 from search.models.sampling import sample
+from search.reports.rungs import RungCorrelation, rung_correlations
 
 STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian", "atelier-hyperband")
 DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband is atelier's former default, asked for by name
@@ -142,6 +143,7 @@ class RunResult:
     cores_busy: float | None = None  # the share of the cores' time spent working while the job ran
     holdout_accuracy: float = math.nan  # of the model the strategy hands over at its budget's end (nan: none)
     handed_over: tuple[tuple[int, float], ...] = ()  # (epochs spent, holdout accuracy) each time that model changed
+    rungs: tuple[RungCorrelation, ...] = ()  # an Optuna strategy's early judgements against its trials' ends
 
     @property
     def epochs(self) -> int:
@@ -204,6 +206,7 @@ def run_job(job: Job) -> RunResult:
         meter.busy_share(),
         handed_over[-1][1] if handed_over else math.nan,
         handed_over,
+        tuple(search.rungs),
     )
 
 
@@ -214,6 +217,7 @@ class _Search:
     outcomes: Counter[str] = field(default_factory=Counter)
     fit_seconds: float = 0.0
     handed_over: list[tuple[int, float]] = field(default_factory=list)
+    rungs: list[RungCorrelation] = field(default_factory=list)
 
 
 def holdout_accuracy(model: keras.Model, holdout: ImageSet) -> float:
@@ -253,6 +257,7 @@ def _optuna_search(job: Job, ledger: Ledger) -> _Search:
         search.outcomes[_label(outcome, ledger)] += 1
         search.fit_seconds += outcome.summary.get("fit_seconds", 0.0)
         study.tell(trial, outcome.value, state=outcome.state)
+    search.rungs = rung_correlations(study.get_trials(deepcopy=False), study.direction)
     return search
 
 

@@ -116,6 +116,7 @@ def data(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """`atelier report`: rewrite the study's report run, then its tally, best trial and importances."""
+    from search.reports.rungs import rung_summary
     from search.reports.runs import report_study
     from search.reports.study import tally
 
@@ -129,6 +130,8 @@ def report(args: argparse.Namespace) -> int:
         )
     if written.importances:
         print("importance: " + ", ".join(f"{name} {share:.2f}" for name, share in written.importances.items()))
+    if written.rungs:
+        print(f"early judgements: {rung_summary(written.rungs)}")
     print(f"report: {published.address}" + (f"; files in {args.output}" if args.output else ""))
     return 0
 
