@@ -31,7 +31,7 @@ class BenchRequest:
     target_accuracy: float | None = None
     strategies: Sequence[str] = DEFAULT_STRATEGIES
     memory_trials: Sequence[int] = (5, 30, 100)  # none: no memory figures
-    holdout: int = 10_000  # training images no strategy trains or selects on, that score the models handed over
+    holdout: int | None = None  # training images nobody trains or selects on, to score the models handed over
     data_dir: Path | None = None
     output: Path | None = None  # default: bench-out/OBJECTIVE-SPACE
 
@@ -67,7 +67,7 @@ def check_request(request: BenchRequest) -> _Checked:
             "through Optuna and through KerasTuner alike; give --space a space file with [params]"
         )
     strategies = check_strategies(request.strategies)
-    if request.holdout < 1:
+    if request.holdout is not None and request.holdout < 1:
         raise SetupError(f"--holdout {request.holdout} scores nothing; give a count of images, e.g. 10000")
     if request.budget_epochs < 1:
         raise SetupError(f"--budget-epochs {request.budget_epochs} leaves nothing to train; give at least 1")

@@ -210,9 +210,9 @@ def _bench(subcommands: Subcommands) -> None:
     bench.add_argument(
         "--holdout",
         type=whole_number,
-        default=10_000,
         metavar="N",
-        help="training images set aside to score the models handed over (10000)",
+        help="training images set aside to score the models handed over (10000, or what the subsample leaves out, "
+        "or a fifth of the train split)",
     )
     bench.add_argument(
         "--strategies",

@@ -16,6 +16,9 @@ from search.data.images import ImageSet, SearchData
 from search.data.sources import FASHION_CLASSES, check_labels, reader
 from search.errors import SetupError
 
+HOLDOUT = 10_000  # the bench's holdout by default: an accuracy's standard error near 0.003
+HOLDOUT_SHARE = 0.2  # of the train split, when the subsample leaves out too few
+
 
 def load_search_data(objective: Objective, data_dir: Path | None = None, cache_root: Path | None = None) -> SearchData:
     """The training part split into train and validation, stratified and seeded, then the train split subsampled.
@@ -28,15 +31,21 @@ def load_search_data(objective: Objective, data_dir: Path | None = None, cache_r
     return _load(objective, data_dir, cache_root, holdout=0)[0]
 
 
-def load_bench_data(objective: Objective, holdout: int, data_dir: Path | None = None) -> tuple[SearchData, ImageSet]:
+def load_bench_data(
+    objective: Objective, holdout: int | None = None, data_dir: Path | None = None
+) -> tuple[SearchData, ImageSet]:
     """The search's data, and a holdout of `holdout` images of the training part that it neither trains nor
     validates on (stratified, seeded): taken from the images its subsample leaves out when they are enough, so the
-    search trains on what `load_search_data` gives it, else split off its train split before the subsample."""
+    search trains on what `load_search_data` gives it, else split off its train split before the subsample.
+
+    By default HOLDOUT images, or as many as the subsample leaves out when fewer, or a fifth of the train split
+    (HOLDOUT_SHARE) when it leaves out fewer still.
+    """
     return _load(objective, data_dir, None, holdout)
 
 
 def _load(
-    objective: Objective, data_dir: Path | None, cache_root: Path | None, holdout: int
+    objective: Objective, data_dir: Path | None, cache_root: Path | None, holdout: int | None
 ) -> tuple[SearchData, ImageSet]:
     read, where = reader(objective.data, data_dir, cache_root)
     images = read("train")
@@ -57,6 +66,8 @@ def _load(
     count = len(train_at)
     if config.subsample != 1.0:
         count = min(count, int(config.subsample if config.subsample > 1 else round(config.subsample * len(train_at))))
+    if holdout is None:
+        holdout = min(HOLDOUT, max(len(train_at) - count, round(HOLDOUT_SHARE * len(train_at))))
     holdout_at = np.arange(0)
     if holdout and len(train_at) - count <= holdout:  # too few left out: the holdout comes out of the train split
         problem = f"{where}: cannot hold out {holdout} of the {len(train_at)} training images for the bench"
