@@ -12,7 +12,7 @@ from search.bench.report import BenchReport
 from search.record.tables import render
 from search.record.tracking import Tracker
 
-EXPERIMENT, KIND = "bench", "bench"
+EXPERIMENT, KIND, PIPELINES_KIND = "bench", "bench", "bench-pipelines"
 SUMMARY_METRICS = (
     "holdout_acc",
     "holdout_acc_lo",
@@ -69,6 +69,34 @@ def log_bench_run(
     for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
         client.log_batch(run_id, metrics=metrics[start : start + 1000], params=params if start == 0 else [])
     for path in report.files:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return experiment_id, run_id
+
+
+def log_pipelines_run(
+    tracker: Tracker, name: str, settings: Mapping[str, object], summary: pd.DataFrame, files: list
+) -> tuple[str, str]:
+    """Log `atelier bench --pipelines` to a new run of the `bench` experiment; return (experiment id, run id).
+
+    Metrics: `PIPELINE/FIGURE` from the summary (median test accuracy, its interval, wall seconds); the files
+    are the run's artifacts, the summary its description.
+    """
+    client = tracker.client
+    experiment_id = tracker.experiment(EXPERIMENT, {"atelier.kind": KIND})
+    note = f"**atelier bench --pipelines** {name}\n\n{render(summary, 'markdown')}"
+    run_id = client.create_run(
+        experiment_id, run_name=name, tags={"atelier.kind": PIPELINES_KIND, "mlflow.note.content": note}
+    ).info.run_id
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{row['pipeline']}/{column}", float(value), now, 0)
+        for row in summary.to_dict("records")
+        for column, value in row.items()
+        if column != "pipeline" and pd.notna(value)
+    ]
+    client.log_batch(run_id, metrics=metrics, params=[Param(key, str(value)) for key, value in settings.items()])
+    for path in files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED")
     return experiment_id, run_id

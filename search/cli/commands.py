@@ -143,8 +143,10 @@ def bench(args: argparse.Namespace) -> int:
     from search.record.store import Store
     from search.record.tables import render
 
+    if args.pipelines:
+        return bench_pipelines(args)
     request = BenchRequest(
-        objective=args.objective,
+        objective=args.objective or "fashion-mnist-quick",
         space=args.space,
         seeds=args.seeds,
         pair_seeds=args.pair_seeds,
@@ -163,6 +165,30 @@ def bench(args: argparse.Namespace) -> int:
     if result.memory is not None:
         print("memory (peak RSS of the training process, MB) and wall time per trial outside fit (s):")
         print(render(result.memory, "table"), end="")
+    print(
+        f"files in {result.folder}: {', '.join(path.name for path in result.files)}; "
+        f"MLflow run {result.run_address} ({result.seconds:.0f} s)"
+    )
+    return 0
+
+
+def bench_pipelines(args: argparse.Namespace) -> int:
+    """`atelier bench --pipelines`: each pipeline's median test accuracy at one budget, and where the files are."""
+    from search.bench.pipelines import PipelinesRequest, compare_pipelines
+    from search.pipelines.best import parse_budget
+    from search.record.store import Store
+    from search.record.tables import render
+
+    request = PipelinesRequest(
+        objective=args.objective or "fashion-mnist-best",
+        space=args.space,
+        budget=parse_budget(args.budget),
+        runs=args.runs,
+        data_dir=args.data_dir,
+        output=args.output,
+    )
+    result = compare_pipelines(request, Store(args.store, None, args.tracking_uri), say=say)
+    print(render(result.summary, "table"), end="")
     print(
         f"files in {result.folder}: {', '.join(path.name for path in result.files)}; "
         f"MLflow run {result.run_address} ({result.seconds:.0f} s)"

@@ -191,6 +191,7 @@ def _bench(subcommands: Subcommands) -> None:
         ),
     )
     _objective_flags(bench, "fashion-mnist-quick")
+    bench.set_defaults(objective=None)  # fashion-mnist-quick, or fashion-mnist-best with --pipelines
     bench.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
     bench.add_argument(
         "--seeds", type=whole_number, default=3, help="runs of each strategy, seeds from the objective's (3)"
@@ -229,7 +230,18 @@ def _bench(subcommands: Subcommands) -> None:
         help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it",
     )
     bench.add_argument(
-        "--output", type=Path, help="folder for the tables and figure (default: bench-out/OBJECTIVE-SPACE)"
+        "--pipelines",
+        action="store_true",
+        help="instead, compare whole pipelines at one wall-clock --budget, each evaluated once on the test split: "
+        "atelier best, KerasTuner Hyperband then its best retrained, and the space's [reference] trained as "
+        "finalists without search (objective default: fashion-mnist-best)",
+    )
+    bench.add_argument("--budget", default="15m", help="with --pipelines: wall time of each run, e.g. 15m (15m)")
+    bench.add_argument("--runs", type=whole_number, default=3, help="with --pipelines: runs of each pipeline (3)")
+    bench.add_argument(
+        "--output",
+        type=Path,
+        help="folder for the tables and figure (default: bench-out/OBJECTIVE-SPACE, or pipelines-OBJECTIVE-SPACE)",
     )
     bench.add_argument("--store", type=Path, default=Path("mlruns"), help="local store folder (./mlruns)")
     bench.add_argument("--tracking-uri", help="MLflow tracking URI (sqlite:///STORE/mlflow.db)")

@@ -193,14 +193,8 @@ def _ensemble(
 ) -> tuple[Contender, dict[str, float]]:
     """The finalists' ensemble as the contender to promote, recorded with its ladder of validation figures."""
     y, names = stage.data.val.y, [f.name for f in finalists]
-    candidates = candidate_predictions(
-        np.stack([f.val_plain for f in finalists]), np.stack([f.val_mirrored for f in finalists])
-    )
-    selection = select(candidates, y)
-    members = [keras.models.load_model(f.path, compile=False) for f in finalists]
-    model = ensemble_model(members, names, selection, stage.data.input_shape)
+    model, selection = ensemble_finalists(finalists, y, stage.data.input_shape, say)
     described = selection.describe(names)
-    say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
     longer = next((f for f in finalists if f.trial.number == best.number), finalists[0])
     ladder = {"val_accuracy_best_trial": float(best.user_attrs.get("best_val_accuracy", float("nan")))}
     figures = finalist_figures(longer, y)
@@ -224,6 +218,22 @@ def _ensemble(
         label=f"ensemble of trials {', '.join(numbers)}",
     )
     return contender, ladder
+
+
+def ensemble_finalists(
+    finalists: list[Finalist], y: np.ndarray, input_shape: tuple[int, ...], say: Say
+) -> tuple[keras.Model, Selection]:
+    """The finalists' ensemble as one Keras model, chosen on their validation predictions (labels `y`)."""
+    names = [f.name for f in finalists]
+    candidates = candidate_predictions(
+        np.stack([f.val_plain for f in finalists]), np.stack([f.val_mirrored for f in finalists])
+    )
+    selection = select(candidates, y)
+    members = [keras.models.load_model(f.path, compile=False) for f in finalists]
+    model = ensemble_model(members, names, selection, input_shape)
+    described = selection.describe(names)
+    say(f"ensemble: {described}; val_accuracy {selection.val_accuracy:.4f}, val_log_loss {selection.val_log_loss:.4f}")
+    return model, selection
 
 
 def _record_ensemble(

@@ -91,12 +91,18 @@ def train_finalists(
     seed: int,
     lanes: int | None = None,
     say: Say = print,
+    seeds: Sequence[int] | None = None,
 ) -> list[Finalist]:
-    """Train every trial's configuration for `seconds_each`, `lanes` at a time (default: one per core)."""
+    """Train every trial's configuration for `seconds_each`, `lanes` at a time (default: one per core), each
+    seeded with `seed` or with its own of `seeds` (one per trial)."""
     cores = len(os.sched_getaffinity(0))
     lanes = max(1, min(lanes or cores, len(trials)))
     threads = max(1, cores // lanes)
-    jobs = [FinalistJob(t, folder / f"trial_{t.number}.keras", seconds_each, threads, seed) for t in trials]
+    seeds = list(seeds) if seeds is not None else [seed] * len(trials)
+    jobs = [
+        FinalistJob(t, folder / f"trial_{t.number}.keras", seconds_each, threads, s)
+        for t, s in zip(trials, seeds, strict=True)
+    ]
     context = start_worker_server()
     waiting, live, done = list(jobs), {}, []
     while waiting or live:

@@ -61,7 +61,7 @@ def open_stage(
     mlflow.set_tracking_uri(store.tracking)
     champion = load_champion(client, model_name)
     data_dir = data_dir or source.data_dir
-    data, training, test = _images(source.objective, data_dir, store.image_cache, every_image, with_validation)
+    data, training, test = promotion_images(source.objective, data_dir, store.image_cache, every_image, with_validation)
     if champion is not None and champion.input_shape[1:] != data.input_shape:
         raise SetupError(
             f"the champion of '{model_name}' takes {champion.input_shape[1:]} images, this objective "
@@ -70,7 +70,7 @@ def open_stage(
     return Stage(source, client, experiment.experiment_id, model_name, champion, data, training, test)
 
 
-def _images(
+def promotion_images(
     objective: Objective, data_dir: Path | None, cache_root: Path, every_image: bool, with_validation: bool
 ) -> tuple[SearchData, ImageSet, ImageSet]:
     """The search's data (its train split whole when `every_image`), the training images, and the test split."""
