@@ -18,7 +18,6 @@ from search.backend import keras  # first: it imports TensorFlow without its sta
 
 # isort: split
 
-import math
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from search.bench.pipeline_tables import runs_table, summary_table
 from search.config.objectives import Objective, load_objective
 from search.config.spaces import Space, load_space
 from search.errors import SetupError
@@ -365,46 +365,6 @@ def _reference(
         accuracy = test.accuracy(model)
     epochs = ", ".join(str(f.epochs) for f in finalists)
     return accuracy, f"{len(finalists)} copies of the [reference] ({epochs} epochs) ensembled", test.evaluations
-
-
-def runs_table(results: list[PipelineRun]) -> pd.DataFrame:
-    """One row per run: pipeline, seed, test accuracy, wall seconds, test-split evaluations, what it trained."""
-    return pd.DataFrame(
-        [
-            {
-                "pipeline": r.pipeline,
-                "seed": r.seed,
-                "test_acc": round(r.test_accuracy, 4),
-                "wall_s": round(r.wall_seconds, 1),
-                "test_evaluations": r.test_evaluations,
-                "trained": r.trained,
-            }
-            for r in results
-        ],
-        columns=["pipeline", "seed", "test_acc", "wall_s", "test_evaluations", "trained"],
-    )
-
-
-def summary_table(results: list[PipelineRun]) -> pd.DataFrame:
-    """Per pipeline: runs, the median test accuracy and its bootstrap 95% interval, the median wall seconds."""
-    from search.bench.report import median_interval
-
-    rows = []
-    for pipeline in dict.fromkeys(r.pipeline for r in results):
-        mine = [r for r in results if r.pipeline == pipeline]
-        accuracies = [r.test_accuracy for r in mine]
-        low, high = median_interval(accuracies)
-        rows.append(
-            {
-                "pipeline": pipeline,
-                "runs": len(mine),
-                "test_acc": round(float(np.median(accuracies)), 4),
-                "test_acc_lo": round(low, 4) if not math.isnan(low) else low,
-                "test_acc_hi": round(high, 4) if not math.isnan(high) else high,
-                "wall_s": round(float(np.median([r.wall_seconds for r in mine])), 1),
-            }
-        )
-    return pd.DataFrame(rows, columns=["pipeline", "runs", "test_acc", "test_acc_lo", "test_acc_hi", "wall_s"])
 
 
 def _indented(say: Say) -> Say:
