@@ -1083,6 +1083,25 @@ CASES = [
     ),
     # atelier bench: strategies, budget, seeds, target, output
     case(
+        "bench-strategy-flag-with-pipelines",
+        "bench",
+        "--pipelines",
+        "--seeds",
+        "3",
+        problem="--seeds does not apply with --pipelines",
+        fix="drop it",
+    ),
+    case(
+        "bench-pipeline-flag-without-pipelines",
+        "bench",
+        "--objective",
+        "digits",
+        "--runs",
+        "2",
+        problem="--runs does not apply without --pipelines",
+        fix="drop it",
+    ),
+    case(
         "bench-unknown-strategy",
         "bench",
         "--objective",

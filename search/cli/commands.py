@@ -10,6 +10,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from search.errors import SetupError
+
 if TYPE_CHECKING:
     from search.record.store import Store
 
@@ -136,27 +138,36 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+STRATEGY_FLAGS = ("seeds", "pair_seeds", "budget_epochs", "target_accuracy", "strategies", "memory_trials", "holdout")
+PIPELINE_FLAGS = ("budget", "runs")  # the flags of `atelier bench --pipelines` alone
+
+
+def _bench_flags(
+    args: argparse.Namespace, mine: tuple[str, ...], others: tuple[str, ...], mode: str
+) -> dict[str, object]:
+    """The flags of this kind of bench that were given; a SetupError for one that belongs to the other kind."""
+    for name in others:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise SetupError(f"{flag} does not apply {mode}; drop it (see atelier bench --help)")
+    return {name: getattr(args, name) for name in mine if getattr(args, name) is not None}
+
+
 def bench(args: argparse.Namespace) -> int:
     """`atelier bench`: the strategies compared, the memory figures, and where the files are."""
     from search.bench.compare import BenchRequest, compare
-    from search.bench.strategies import DEFAULT_STRATEGIES
     from search.record.store import Store
     from search.record.tables import render
 
     if args.pipelines:
         return bench_pipelines(args)
+    given = _bench_flags(args, STRATEGY_FLAGS, PIPELINE_FLAGS, "without --pipelines")
     request = BenchRequest(
         objective=args.objective or "fashion-mnist-quick",
         space=args.space,
-        seeds=args.seeds,
-        pair_seeds=args.pair_seeds,
-        budget_epochs=args.budget_epochs,
-        target_accuracy=args.target_accuracy,
-        strategies=args.strategies or DEFAULT_STRATEGIES,
-        memory_trials=args.memory_trials,
-        holdout=args.holdout,
         data_dir=args.data_dir,
         output=args.output,
+        **given,
     )
     result = compare(request, Store(args.store, None, args.tracking_uri), say=say)
     print(render(result.summary, "table"), end="")
@@ -179,13 +190,15 @@ def bench_pipelines(args: argparse.Namespace) -> int:
     from search.record.store import Store
     from search.record.tables import render
 
+    given = _bench_flags(args, PIPELINE_FLAGS, STRATEGY_FLAGS, "with --pipelines")
+    if "budget" in given:
+        given["budget"] = parse_budget(given["budget"])
     request = PipelinesRequest(
         objective=args.objective or "fashion-mnist-best",
         space=args.space,
-        budget=parse_budget(args.budget),
-        runs=args.runs,
         data_dir=args.data_dir,
         output=args.output,
+        **given,
     )
     result = compare_pipelines(request, Store(args.store, None, args.tracking_uri), say=say)
     print(render(result.summary, "table"), end="")

@@ -193,16 +193,13 @@ def _bench(subcommands: Subcommands) -> None:
     _objective_flags(bench, "fashion-mnist-quick")
     bench.set_defaults(objective=None)  # fashion-mnist-quick, or fashion-mnist-best with --pipelines
     bench.add_argument("--space", help="spaces/NAME.toml or a path (default: the objective's search.space)")
-    bench.add_argument(
-        "--seeds", type=whole_number, default=3, help="runs of each strategy, seeds from the objective's (3)"
-    )
+    bench.add_argument("--seeds", type=whole_number, help="runs of each strategy, seeds from the objective's (3)")
     bench.add_argument(
         "--pair-seeds", type=whole_number, metavar="N", help="runs of atelier and kt-hyperband (--seeds)"
     )
     bench.add_argument(
         "--budget-epochs",
         type=whole_number,
-        default=60,
         help="training epochs each strategy may spend per seed, over all its trials (60)",
     )
     bench.add_argument(
@@ -225,7 +222,6 @@ def _bench(subcommands: Subcommands) -> None:
         "--memory-trials",
         type=whole_number,
         nargs="*",
-        default=[5, 30, 100],
         metavar="N",
         help="report peak memory after these numbers of 1-epoch trials (5 30 100); none skips it",
     )
@@ -236,8 +232,8 @@ def _bench(subcommands: Subcommands) -> None:
         "atelier best, KerasTuner Hyperband then its best retrained, and the space's [reference] trained as "
         "finalists without search (objective default: fashion-mnist-best)",
     )
-    bench.add_argument("--budget", default="15m", help="with --pipelines: wall time of each run, e.g. 15m (15m)")
-    bench.add_argument("--runs", type=whole_number, default=3, help="with --pipelines: runs of each pipeline (3)")
+    bench.add_argument("--budget", help="with --pipelines: wall time of each run, e.g. 15m (15m)")
+    bench.add_argument("--runs", type=whole_number, help="with --pipelines: runs of each pipeline (3)")
     bench.add_argument(
         "--output",
         type=Path,
