@@ -68,8 +68,13 @@ def predict_proba(model: keras.Model, images: ImageSet, *, mirror: bool = False)
 
 def _finished(dataset: tf.data.Dataset, mirror: bool) -> tf.data.Dataset:
     if mirror:
-        dataset = dataset.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
+        dataset = dataset.map(_mirrored)
     options = tf.data.Options()
     options.autotune.enabled = False
     options.experimental_optimization.apply_default_optimizations = False
     return dataset.prefetch(PREFETCH).with_options(options)
+
+
+def _mirrored(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch's images flipped left to right (width is the axis after height)."""
+    return tf.reverse(x, axis=[2]), y
