@@ -123,6 +123,7 @@ def compare_pipelines(request: PipelinesRequest, store: Store, say: Say = print)
     )
     started = time.perf_counter()
     results = []
+    files = [checked.folder / SUMMARY_CSV, checked.folder / RUNS_CSV]
     for offset in range(request.runs):  # the pipelines alternate, so a change of load falls on all of them
         seed = objective.seed + offset
         for pipeline in PIPELINES:
@@ -133,11 +134,7 @@ def compare_pipelines(request: PipelinesRequest, store: Store, say: Say = print)
                 f"{result.trained}"
             )
             results.append(result)
-    runs, summary = runs_table(results), summary_table(results)
-    checked.folder.mkdir(parents=True, exist_ok=True)
-    files = [checked.folder / SUMMARY_CSV, checked.folder / RUNS_CSV]
-    summary.to_csv(files[0], index=False)
-    runs.to_csv(files[1], index=False)
+            summary = _write_tables(results, files)  # after every run: hours of runs are never lost to a stop
     settings = {
         "objective": objective.name,
         "space": space.name,
@@ -149,12 +146,21 @@ def compare_pipelines(request: PipelinesRequest, store: Store, say: Say = print)
     experiment_id, run_id = log_pipelines_run(Tracker(store.tracking), name, settings, summary, files)
     return PipelinesResult(
         summary,
-        runs,
+        runs_table(results),
         checked.folder,
         files,
         run_address(store.tracking, experiment_id, run_id),
         time.perf_counter() - started,
     )
+
+
+def _write_tables(results: list[PipelineRun], files: list[Path]) -> pd.DataFrame:
+    """The summary and the runs so far, written to `files`; the summary returned."""
+    summary = summary_table(results)
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(files[0], index=False)
+    runs_table(results).to_csv(files[1], index=False)
+    return summary
 
 
 def run_pipeline(
