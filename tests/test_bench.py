@@ -17,12 +17,13 @@ from stores import atelier_in, local_client
 
 from search.bench.report import median_interval
 from search.bench.space_hypermodel import HpTrial
-from search.bench.strategies import DEFAULT_STRATEGIES as STRATEGIES
+from search.bench.strategies import DEFAULT_STRATEGIES
 from search.config.schema import PARAMETERS
 from search.config.spaces import Choice, Range, load_space
 from search.models.sampling import sample
 
 BUDGET = 5
+STRATEGIES = (*DEFAULT_STRATEGIES, "atelier-asha")  # and the scheduler that pauses and resumes trials
 OBJECTIVE = """[data]
 source = "digits"
 validation_fraction = 0.2
@@ -82,6 +83,8 @@ def run_bench(folder: Path) -> dict[str, str]:
             "2",
             "--holdout",
             "360",
+            "--strategies",
+            *STRATEGIES,
             "--output",
             "out",
         )

@@ -10,7 +10,8 @@ libraries, so no run inherits another's Keras state or memory.
 Strategies:
 - `atelier`: atelier's default, TPE (`make_sampler`) with asynchronous successive halving on the
   objective's metric (`make_pruner`), each trial run by `search.engine.candidate.run_candidate`, as `atelier run`
-  runs it; `atelier-hyperband` the same with Optuna's Hyperband pruner (the default before);
+  runs it; `atelier-hyperband` the same with Optuna's Hyperband pruner (the default before); `atelier-asha`
+  the `asha` pruner, trials paused at rungs and resumed (`search.bench.asha_strategy`);
 - `optuna-tpe`, `optuna-random`: the same without pruning, each trial trained to `max_epochs`;
 - `kt-hyperband`, `kt-bayesian`: KerasTuner's `Hyperband` (max_epochs = the objective's, factor 3,
   iterations until the budget is spent) and `BayesianOptimization` (its defaults), searching the
@@ -57,8 +58,16 @@ from search.errors import SetupError
 from search.models.sampling import sample
 from search.reports.rungs import RungCorrelation, rung_correlations
 
-STRATEGIES = ("atelier", "optuna-tpe", "optuna-random", "kt-hyperband", "kt-bayesian", "atelier-hyperband")
-DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband is atelier's former default, asked for by name
+STRATEGIES = (
+    "atelier",
+    "optuna-tpe",
+    "optuna-random",
+    "kt-hyperband",
+    "kt-bayesian",
+    "atelier-hyperband",
+    "atelier-asha",
+)
+DEFAULT_STRATEGIES = STRATEGIES[:5]  # atelier-hyperband (the former default) and atelier-asha: asked for by name
 OPTUNA = {
     "atelier": ("tpe", "halving"),
     "atelier-hyperband": ("tpe", "hyperband"),
@@ -193,6 +202,10 @@ def run_job(job: Job) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="atelier-bench-") as folder:
         if job.strategy in OPTUNA:
             search = _optuna_search(job, ledger)
+        elif job.strategy == "atelier-asha":
+            from search.bench.asha_strategy import asha_search
+
+            search = asha_search(job, ledger, Path(folder))
         else:
             search = _kerastuner_search(job, ledger, Path(folder))
     handed_over = tuple(search.handed_over)
@@ -211,7 +224,7 @@ def run_job(job: Job) -> RunResult:
 
 
 @dataclass
-class _Search:
+class Search:
     """What a strategy's search did: its trials' outcomes, its seconds in `fit`, and the model it hands over."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -225,7 +238,7 @@ def holdout_accuracy(model: keras.Model, holdout: ImageSet) -> float:
     return float(np.mean(predict_proba(model, holdout).argmax(axis=1) == holdout.y))
 
 
-def _optuna_search(job: Job, ledger: Ledger) -> _Search:
+def _optuna_search(job: Job, ledger: Ledger) -> Search:
     """Ask and tell trials until the budget is spent; each trial runs through atelier's trial core.
 
     `atelier` is `atelier run`: the space's `[reference]` is queued first, measured rather than screened. The
@@ -241,7 +254,7 @@ def _optuna_search(job: Job, ledger: Ledger) -> _Search:
     )
     if job.strategy == "atelier":
         queue_configurations(study, first_configurations(job.space))
-    search = _Search()
+    search = Search()
     while not ledger.spent:
         trial = study.ask()
         outcome = run_candidate(
@@ -251,17 +264,17 @@ def _optuna_search(job: Job, ledger: Ledger) -> _Search:
             trial=trial,
             callbacks=[LedgerCallback(ledger)],
         )
-        if outcome.model is not None and _leads(study, outcome.value, objective.direction):
+        if outcome.model is not None and leads(study, outcome.value, objective.direction):
             search.handed_over.append((ledger.epochs, holdout_accuracy(outcome.model, job.holdout)))
         keras.backend.clear_session()
-        search.outcomes[_label(outcome, ledger)] += 1
+        search.outcomes[label(outcome, ledger)] += 1
         search.fit_seconds += outcome.summary.get("fit_seconds", 0.0)
         study.tell(trial, outcome.value, state=outcome.state)
     search.rungs = rung_correlations(study.get_trials(deepcopy=False), study.direction)
     return search
 
 
-def _leads(study: optuna.Study, value: float | None, direction: str) -> bool:
+def leads(study: optuna.Study, value: float | None, direction: str) -> bool:
     """Whether a completed trial's value beats every completed trial's so far (the first one leads)."""
     done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if value is None:
@@ -271,7 +284,7 @@ def _leads(study: optuna.Study, value: float | None, direction: str) -> bool:
     return value < min(done) if direction == "minimize" else value > max(done)
 
 
-def _label(outcome: TrialOutcome, ledger: Ledger) -> str:
+def label(outcome: TrialOutcome, ledger: Ledger) -> str:
     """How the bench counts a trial: finished, cut (by the budget's end), pruned, skipped or failed."""
     if outcome.state is TrialState.COMPLETE:
         return "cut" if ledger.cut else "finished"
@@ -293,7 +306,7 @@ def kerastuner_objective(objective: Objective) -> keras_tuner.Objective:
     return keras_tuner.Objective(objective.metric, "min" if objective.direction == "minimize" else "max")
 
 
-def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> _Search:
+def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> Search:
     """KerasTuner's tuner as its users run it: `search`, then `get_best_models` (the best trial's best epoch)."""
     objective, data = job.objective, job.data
     hypermodel = SpaceHyperModel(job.space, objective, data, callbacks=[LedgerCallback(ledger)])
@@ -322,7 +335,7 @@ def _kerastuner_search(job: Job, ledger: Ledger, folder: Path) -> _Search:
         skipped=hypermodel.skipped,
         failed=states["FAILED"] + states["INVALID"] - hypermodel.skipped,
     )
-    search = _Search(outcomes, hypermodel.fit_seconds)
+    search = Search(outcomes, hypermodel.fit_seconds)
     if states["COMPLETED"]:
         search.handed_over.append((ledger.epochs, holdout_accuracy(tuner.get_best_models(1)[0], job.holdout)))
     return search

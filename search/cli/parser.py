@@ -49,7 +49,11 @@ def _run(subcommands: Subcommands) -> None:
     run.add_argument("--study", help="study name (default: OBJECTIVE-SPACE); an existing one resumes")
     run.add_argument("--seed", type=whole_number, help="seed of the data split and the sampler")
     run.add_argument("--sampler", help="tpe, random, cmaes or gp")
-    run.add_argument("--pruner", help="halving (asynchronous successive halving), hyperband, median or none")
+    run.add_argument(
+        "--pruner",
+        help="halving (asynchronous successive halving), asha (its rungs, trials paused and resumed from "
+        "checkpoints), hyperband, median or none",
+    )
     run.add_argument(
         "--warm-start", metavar="STUDY", help="first run the best trials of an earlier study of this space"
     )
@@ -216,7 +220,8 @@ def _bench(subcommands: Subcommands) -> None:
         "--strategies",
         nargs="+",
         metavar="NAME",
-        help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (these by default), atelier-hyperband",
+        help="atelier, optuna-tpe, optuna-random, kt-hyperband, kt-bayesian (these by default), atelier-hyperband, "
+        "atelier-asha",
     )
     bench.add_argument(
         "--memory-trials",

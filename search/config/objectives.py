@@ -18,7 +18,7 @@ from search.config.schema import EPOCH_METRICS
 from search.errors import SetupError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("halving", "hyperband", "median", "none")
+PRUNERS = ("halving", "asha", "hyperband", "median", "none")
 
 
 @dataclass(frozen=True)

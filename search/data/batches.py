@@ -10,10 +10,14 @@ there is no wait (`benchmarks/epoch_stall.py`).
 
 Streamed batches draw the same kind of order over a cache's records and read each batch's records from the
 file (`search.data.cache.read_records`) on a tf.data thread, PREFETCH batches ahead of the training step.
+
+A trial's batches follow an `EpochOrder`: epoch e's order is a function of the trial's seed and e alone, so a
+trial paused after epoch e and resumed sees the batches it would have seen training straight through.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,27 +30,46 @@ if TYPE_CHECKING:
 
 PREFETCH = 2  # batches ready ahead of the training step
 PREDICT_BATCH = 1024
+ENDLESS = 2**62  # epochs of an `EpochOrder`: Keras's `steps_per_epoch` cuts them
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, mirror: bool = False) -> tf.data.Dataset:
-    """One epoch of (images, labels) batches of `x` and `y`, in a new random order each epoch if `shuffle`
-    (reproducible from TensorFlow's seed, as `keras.utils.set_random_seed` sets it), mirrored if `mirror`."""
-    indices = tf.data.Dataset.range(len(x))
-    if shuffle:
-        indices = indices.shuffle(len(x), reshuffle_each_iteration=True)
+@dataclass(frozen=True)
+class EpochOrder:
+    """Shuffled batches from epoch `first` (0-based) on, epoch e in an order drawn from (`seed`, e) alone, one epoch
+    after another without end: fit them with `steps_per_epoch = steps(n, batch_size)`."""
+
+    seed: int
+    first: int = 0
+
+
+Shuffle = bool | EpochOrder  # False: in order; True: a new order each epoch from TensorFlow's seed
+
+
+def steps(n: int, batch_size: int) -> int:
+    """Batches in one epoch of `n` images."""
+    return -(-n // batch_size)
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: Shuffle, mirror: bool = False
+) -> tf.data.Dataset:
+    """(images, labels) batches of `x` and `y`: one epoch in order, or in a new random order each epoch if
+    `shuffle` is True (reproducible from TensorFlow's seed, as `keras.utils.set_random_seed` sets it), or the
+    epochs of an `EpochOrder`; mirrored if `mirror`."""
+    indices = _order(len(x), batch_size, shuffle)
 
     def gather(batch: tf.Tensor, arrays: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.gather(arrays[0], batch), tf.gather(arrays[1], batch)
 
     arrays = tf.data.Dataset.from_tensors((x, y)).repeat()  # zipped, not captured: no constant in a graph
-    return _finished(tf.data.Dataset.zip(indices.batch(batch_size), arrays).map(gather), mirror)
+    return _finished(tf.data.Dataset.zip(indices, arrays).map(gather), mirror)
 
 
-def streamed_batches(images: CachedImages, batch_size: int, *, shuffle: bool, mirror: bool = False) -> tf.data.Dataset:
-    """One epoch of (images, labels) batches read from the cache's records file, in a new order each epoch."""
-    order = tf.data.Dataset.range(len(images))
-    if shuffle:
-        order = order.shuffle(len(images), reshuffle_each_iteration=True)
+def streamed_batches(
+    images: CachedImages, batch_size: int, *, shuffle: Shuffle, mirror: bool = False
+) -> tf.data.Dataset:
+    """(images, labels) batches read from the cache's records file, ordered as `batches` orders them."""
+    order = _order(len(images), batch_size, shuffle)
     records, labels, shape = images.indices, images.y, images.image_shape
 
     def read(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +81,30 @@ def streamed_batches(images: CachedImages, batch_size: int, *, shuffle: bool, mi
         y.set_shape((None, *labels.shape[1:]))
         return x, y
 
-    return _finished(order.batch(batch_size).map(load), mirror)
+    return _finished(order.map(load), mirror)
 
 
 def predict_proba(model: keras.Model, images: ImageSet, *, mirror: bool = False) -> np.ndarray:
     """The model's class probabilities for every image, in order (of their mirror images if `mirror`)."""
     return model.predict(images.batches(PREDICT_BATCH, shuffle=False, mirror=mirror), verbose=0)
+
+
+def _order(n: int, batch_size: int, shuffle: Shuffle) -> tf.data.Dataset:
+    """Batches of indices into `n` images, as `shuffle` says."""
+    if isinstance(shuffle, EpochOrder):
+        seed = tf.constant(shuffle.seed, tf.int64)
+
+        def epoch(number: tf.Tensor) -> tf.data.Dataset:
+            def permuted(positions: tf.Tensor) -> tf.Tensor:
+                return tf.random.experimental.index_shuffle(positions, tf.stack([seed, number]), n - 1)
+
+            return tf.data.Dataset.range(n).batch(batch_size).map(permuted)
+
+        return tf.data.Dataset.range(shuffle.first, ENDLESS).flat_map(epoch)
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(n, reshuffle_each_iteration=True)
+    return indices.batch(batch_size)
 
 
 def _finished(dataset: tf.data.Dataset, mirror: bool) -> tf.data.Dataset:

@@ -17,6 +17,8 @@ import numpy as np
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from search.data.batches import Shuffle
+
 
 class ImageSet(Protocol):
     """What every kind of images offers."""
@@ -30,7 +32,7 @@ class ImageSet(Protocol):
     @property
     def shape(self) -> tuple[int, ...]: ...
 
-    def batches(self, batch_size: int, *, shuffle: bool, mirror: bool = False) -> tf.data.Dataset: ...
+    def batches(self, batch_size: int, *, shuffle: Shuffle, mirror: bool = False) -> tf.data.Dataset: ...
 
     def take(self, indices: np.ndarray) -> ImageSet: ...
 
@@ -61,7 +63,7 @@ class Images:
         """One image's shape: (height, width, channels)."""
         return tuple(self.x.shape[1:])
 
-    def batches(self, batch_size: int, *, shuffle: bool, mirror: bool = False) -> tf.data.Dataset:
+    def batches(self, batch_size: int, *, shuffle: Shuffle, mirror: bool = False) -> tf.data.Dataset:
         """Batches of (images, labels) for Keras, in a new order each epoch if `shuffle`, mirrored if `mirror`."""
         from search.data.batches import batches
 
@@ -109,7 +111,7 @@ class CachedImages:
     def shape(self) -> tuple[int, ...]:
         return self.image_shape
 
-    def batches(self, batch_size: int, *, shuffle: bool, mirror: bool = False) -> tf.data.Dataset:
+    def batches(self, batch_size: int, *, shuffle: Shuffle, mirror: bool = False) -> tf.data.Dataset:
         from search.data.batches import streamed_batches
 
         return streamed_batches(self, batch_size, shuffle=shuffle, mirror=mirror)

@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.config.objectives import PRUNERS, SAMPLERS
 from search.config.spaces import Space, largest
+from search.engine.rung_sampler import RungSampler
 from search.errors import SetupError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -61,19 +62,22 @@ class TrialSeeded(optuna.samplers.BaseSampler):
         self._for(trial).after_trial(study, trial, state, values)
 
 
-def make_sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, target: int, rungs: Sequence[int] | None = None) -> optuna.samplers.BaseSampler:
     """A sampler seeded per trial from `seed` (`TrialSeeded`); TPE starts with a third of the target (3 to 10)
-    random trials."""
+    random trials and, given the pruner's `rungs`, learns from the trials' results at the highest rung that as
+    many trials reached (`RungSampler`, as BOHB does)."""
     if name not in SAMPLERS:
         raise SetupError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}")
-    return TrialSeeded(lambda trial_seed: _sampler(name, trial_seed, target), seed)
+    return TrialSeeded(lambda trial_seed: _sampler(name, trial_seed, target, rungs), seed)
 
 
-def _sampler(name: str, seed: int, target: int) -> optuna.samplers.BaseSampler:
+def _sampler(name: str, seed: int, target: int, rungs: Sequence[int] | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=max(3, min(10, target // 3)), multivariate=True, group=True, constant_liar=True
+        startup = max(3, min(10, target // 3))
+        tpe = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
         )
+        return tpe if rungs is None else RungSampler(tpe, rungs, min_trials=startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -100,9 +104,11 @@ def make_pruner(name: str, max_epochs: int, first: int = 1) -> optuna.pruners.Ba
     `halving` (asynchronous successive halving) stops a trial at epoch `first`, 3 x `first`, 9 x `first`...
     unless it is in the best third of the study's trials that reached that epoch. It has no brackets, so the
     sampler learns from every trial; Optuna's Hyperband shows the sampler only the trials of the current
-    trial's bracket.
+    trial's bracket. `asha` pauses trials at the same rungs and resumes those that earn it (`search.engine.asha`).
     """
     first = max(1, min(first, max_epochs))
+    if name == "asha":  # it pauses trials at its rungs and resumes the best (`asha`, `segments`): no pruning
+        return optuna.pruners.NopPruner()
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     if name == "hyperband":

@@ -102,8 +102,10 @@ def train_built(
     epochs: int | None = None,
     initial_epoch: int = 0,
     deadline: float | None = None,
+    seed: int = 0,
 ) -> TrialOutcome:
-    """Fit a checked model on `data` as the objective says, and judge how it ended."""
+    """Fit a checked model on `data` as the objective says (its batches' order and random draws from `seed`), and
+    judge how it ended."""
     n_params = model.count_params()
     try:
         result = fit(
@@ -119,12 +121,13 @@ def train_built(
             epochs=epochs,
             initial_epoch=initial_epoch,
             deadline=deadline,
+            seed=seed,
         )
     except SetupError:
         raise
     except Exception as error:
         return TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}", summary={"n_params": n_params})
-    return _judge(result, objective.metric, model, n_params)
+    return judge(result, objective.metric, model, n_params)
 
 
 def run_candidate(
@@ -136,6 +139,7 @@ def run_candidate(
     on_epoch: EpochHook | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     deadline: float | None = None,
+    seed: int = 0,
 ) -> TrialOutcome:
     """Build, check and train one trial's model; a broken trial is an outcome, never an exception.
 
@@ -146,11 +150,20 @@ def run_candidate(
     except Rejected as rejected:
         return rejected.outcome
     return train_built(
-        model, params, objective, data, trial=trial, on_epoch=on_epoch, callbacks=callbacks, deadline=deadline
+        model,
+        params,
+        objective,
+        data,
+        trial=trial,
+        on_epoch=on_epoch,
+        callbacks=callbacks,
+        deadline=deadline,
+        seed=seed,
     )
 
 
-def _judge(result: FitResult, metric: str, model: keras.Model, n_params: int) -> TrialOutcome:
+def judge(result: FitResult, metric: str, model: keras.Model, n_params: int) -> TrialOutcome:
+    """How a fit ended, as a trial's outcome: its state, value, reason and summary figures."""
     summary = {f"best_{name}": value for name, value in result.best.items() if name != "learning_rate"}
     summary |= {
         "best_epoch": result.best_epoch,

@@ -62,3 +62,4 @@ class TrialReport:
     value: float | None
     reason: str = ""
     summary: dict[str, float] = field(default_factory=dict)
+    paused_at: int | None = None  # the rung a trial of the `asha` pruner paused at (its state RUNNING)

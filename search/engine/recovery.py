@@ -17,6 +17,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.engine.asha import PAUSED_AT
+from search.engine.checkpoints import Checkpoints
+from search.record.tracking import Tracker
+
 MAX_RETRIES = 2
 REASON = "its worker process died (killed, or out of memory) before the trial ended"
 
@@ -48,19 +52,25 @@ class OrphanHandler:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
 
 
-def recover_orphans(study: optuna.Study, storage: BaseStorage, tracking_uri: str) -> list[int]:
+def recover_orphans(
+    study: optuna.Study, storage: BaseStorage, tracking_uri: str, checkpoints: Checkpoints | None = None
+) -> list[int]:
     """Fail the study's orphaned trials, close their runs and queue them again; their numbers.
 
-    Runs left open by trials that ended while the tracking server was away are closed as KILLED too.
+    A trial of the `asha` pruner with a checkpoint in `checkpoints` is no orphan: paused, it waits; killed
+    while it trained on from its checkpoint, it is paused there again. Runs left open by trials that ended
+    while the tracking server was away are closed as KILLED too.
     """
     optuna.storages.fail_stale_trials(study)  # where the storage keeps heartbeats; it calls OrphanHandler
     handler = OrphanHandler(tracking_uri)
     study_id = storage.get_study_id_from_name(study.study_name)
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _process_gone(trial.user_attrs.get("worker")):
+        if not process_gone(trial.user_attrs.get("worker")):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        if checkpoints is not None and _paused_again(trial, trial_id, storage, checkpoints, tracking_uri):
+            continue
         try:
             if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
@@ -70,6 +80,26 @@ def recover_orphans(study: optuna.Study, storage: BaseStorage, tracking_uri: str
         recovered.append(trial.number)
     _close_stale_runs(study, MlflowClient(tracking_uri))
     return recovered
+
+
+def _paused_again(
+    trial: FrozenTrial, trial_id: int, storage: BaseStorage, checkpoints: Checkpoints, tracking_uri: str
+) -> bool:
+    """Whether the trial waits, paused at its checkpoint: already paused, or paused again now (its claim, held by
+    a process that died, released)."""
+    epoch = checkpoints.epoch(trial.number)
+    if epoch is None:
+        return False
+    claimant = checkpoints.claimant(trial.number)
+    if claimant is not None and not process_gone(claimant):
+        return True  # a live worker is resuming it
+    checkpoints.release(trial.number)
+    if trial.user_attrs.get(PAUSED_AT) != epoch:
+        storage.set_trial_user_attr(trial_id, PAUSED_AT, epoch)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is not None:
+            Tracker(tracking_uri).pause_trial(run_id, epoch)
+    return True
 
 
 def _close_stale_runs(study: optuna.Study, client: MlflowClient) -> None:
@@ -88,7 +118,7 @@ def _close_stale_runs(study: optuna.Study, client: MlflowClient) -> None:
             client.set_terminated(run.info.run_id, "KILLED")
 
 
-def _process_gone(worker: str | None) -> bool:
+def process_gone(worker: str | None) -> bool:
     """Whether `worker` (host:pid) names a process of this host that no longer runs."""
     if worker is None:
         return False

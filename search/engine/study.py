@@ -23,6 +23,8 @@ from optuna.trial import TrialState
 from search.config.objectives import Objective, objective_record
 from search.config.spaces import Space
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
+from search.engine.asha import promotions, rungs
+from search.engine.checkpoints import Checkpoints
 from search.engine.plan import SearchContext, SearchPlan, TrialReport
 from search.engine.recovery import recover_orphans, worker_id
 from search.engine.worker_server import start_worker_server
@@ -111,7 +113,7 @@ def optimize(
     objective = plan.objective
     deadline = None if objective.timeout is None else time.monotonic() + objective.timeout
     study.set_user_attr("mlflow_experiment_id", context.experiment_id)
-    orphans = recover_orphans(study, storage, plan.store.tracking)
+    orphans = recover_orphans(study, storage, plan.store.tracking, _checkpoints(plan))
     if orphans:
         on_note(
             f"found orphaned trial{'s' * (len(orphans) > 1)} {', '.join(map(str, orphans))} of a process "
@@ -119,29 +121,33 @@ def optimize(
         )
     forks = start_worker_server()
     live: dict[Connection, multiprocessing.process.BaseProcess] = {}
-    failures = 0
+    reports: dict[Connection, int] = {}
+    failures, idle = 0, False
     try:
         while True:
-            while len(live) < workers and wanted(study, objective.trials) and not _past(deadline):
+            while len(live) < workers and not idle and _work_left(study, plan, deadline):
                 receive, send = forks.Pipe(duplex=False)
                 process = forks.Process(
                     target=_worker, daemon=True, args=(plan, deadline, trials_per_process, workers, send)
                 )
                 process.start()
                 send.close()
-                live[receive] = process
+                live[receive], reports[receive] = process, 0
             if not live:
-                return
+                break
             for receive in multiprocessing.connection.wait(list(live)):
                 try:
                     kind, payload = receive.recv()
                 except EOFError:
                     failures += _ended(live.pop(receive), study, storage, plan, on_note)
+                    idle = reports.pop(receive) == 0  # it found nothing to do: wait for the others' reports
                     continue
                 if kind == "error":
                     raise SetupError(payload)
                 if kind == "crash":
                     raise RuntimeError(f"a worker process crashed:\n{payload}")
+                reports[receive] += 1
+                idle = False
                 on_trial(payload)
                 failures = failures + 1 if payload.state is TrialState.FAIL else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
@@ -156,6 +162,26 @@ def optimize(
     except BaseException:
         _stop(live.values())
         raise
+    if objective.pruner == "asha":
+        from search.engine.paused import close_paused
+
+        close_paused(study, context.tracker, Checkpoints(plan.store.checkpoints(plan.study_name)))
+
+
+def _work_left(study: optuna.Study, plan: SearchPlan, deadline: float | None) -> bool:
+    """Whether a worker would find work: a trial wanted, or (`asha`) a paused trial promoted, before the deadline."""
+    objective = plan.objective
+    if _past(deadline):
+        return False
+    if wanted(study, objective.trials):
+        return True
+    if objective.pruner != "asha":
+        return False
+    ladder = rungs(first_rung(plan.space), objective.max_epochs)
+    return any(
+        time_for(study, deadline, p.stop - p.start)
+        for p in promotions(study.get_trials(deepcopy=False), ladder, objective.direction)
+    )
 
 
 def _ended(
@@ -169,7 +195,7 @@ def _ended(
     process.join()
     if process.exitcode == 0:
         return 0
-    orphans = recover_orphans(study, storage, plan.store.tracking)
+    orphans = recover_orphans(study, storage, plan.store.tracking, _checkpoints(plan))
     how = f"signal {-process.exitcode}" if process.exitcode < 0 else f"status {process.exitcode}"
     on_note(
         f"a worker process died ({how}); trial{'s' * (len(orphans) != 1)} "
@@ -191,9 +217,9 @@ def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-def _time_to_be_judged(study: optuna.Study, deadline: float | None, epochs: int) -> bool:
-    """Whether a new trial could train `epochs` epochs (its first rung) before `deadline`, at the median pace
-    of the study's trials.
+def time_for(study: optuna.Study, deadline: float | None, epochs: int) -> bool:
+    """Whether a trial could train `epochs` epochs (a new one: to its first rung) before `deadline`, at the median
+    pace of the study's trials.
 
     A trial started later would be stopped at the deadline before anything judged it: time for nothing.
     """
@@ -201,7 +227,7 @@ def _time_to_be_judged(study: optuna.Study, deadline: float | None, epochs: int)
         return True
     paces = [
         t.user_attrs["trial_seconds"] / t.user_attrs["epochs"]
-        for t in study.get_trials(deepcopy=False, states=COUNTED)
+        for t in study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING))  # paused ones too
         if t.user_attrs.get("epochs") and "trial_seconds" in t.user_attrs
     ]
     return time.monotonic() + epochs * (statistics.median(paces) if paces else 0.0) < deadline
@@ -227,13 +253,19 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
             storage=plan.store.storage(),
             pruner=make_pruner(objective.pruner, objective.max_epochs, first),
         )
-        study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials)
+        ladder = rungs(first, objective.max_epochs) if objective.pruner == "asha" else None
+        study.sampler = make_sampler(objective.sampler, objective.seed, objective.trials, ladder)
         ctx = SearchContext.connect(plan)
         judged_at = min(first, objective.max_epochs)
         for _ in range(limit):
-            if not wanted(study, objective.trials) or not _time_to_be_judged(study, deadline, judged_at):
+            may_start = wanted(study, objective.trials) and time_for(study, deadline, judged_at)
+            if objective.pruner == "asha":
+                report = _asha_part(study, ctx, deadline, may_start)
+            else:
+                report = _one_trial(study, ctx, deadline) if may_start else None
+            if report is None:
                 break
-            send.send(("trial", _one_trial(study, ctx, deadline)))
+            send.send(("trial", report))
     except SetupError as error:
         _last_word(send, ("error", str(error)))
     except KeyboardInterrupt:
@@ -243,6 +275,20 @@ def _worker(plan: SearchPlan, deadline: float | None, limit: int, workers: int, 
         _last_word(send, ("error", outage) if outage else ("crash", traceback.format_exc()))
     finally:
         send.close()
+
+
+def _asha_part(study: optuna.Study, ctx: SearchContext, deadline: float | None, may_start: bool) -> TrialReport | None:
+    """The next part of a trial under the `asha` pruner (see `segments`); None when there is nothing to do."""
+    from search.engine.segments import next_part  # TensorFlow: workers only (see `_worker`)
+
+    plan = ctx.plan
+    ladder = rungs(first_rung(plan.space), plan.objective.max_epochs)
+    return next_part(study, ctx, ladder, Checkpoints(plan.store.checkpoints(plan.study_name)), deadline, may_start)
+
+
+def _checkpoints(plan: SearchPlan) -> Checkpoints | None:
+    """The study's checkpoints of paused trials, under the `asha` pruner."""
+    return Checkpoints(plan.store.checkpoints(plan.study_name)) if plan.objective.pruner == "asha" else None
 
 
 def _last_word(send: Connection, message: tuple[str, str]) -> None:

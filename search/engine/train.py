@@ -38,10 +38,21 @@ class FitResult:
     best: dict[str, float] = field(default_factory=dict)
     fit_seconds: float = 0.0
     reason: str = ""
+    best_weights: list[np.ndarray] | None = None
 
     @property
     def epochs(self) -> int:
+        """Epochs trained by this fit (a resumed fit's own, not those before its pause)."""
         return len(self.history)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a paused fit stood: its best epoch so far (1-based), that epoch's metrics and weights."""
+
+    best_epoch: int
+    best: dict[str, float]
+    best_weights: list[np.ndarray]
 
 
 class _Diverged(Exception):
@@ -58,6 +69,7 @@ class _Watch(keras.callbacks.Callback):
         trial: optuna.trial.BaseTrial | None,
         on_epoch: EpochHook | None,
         deadline: float | None,
+        since: Progress | None = None,
     ) -> None:
         super().__init__()
         self.monitor, self.sign = monitor, (1.0 if direction == "minimize" else -1.0)
@@ -69,6 +81,9 @@ class _Watch(keras.callbacks.Callback):
         self.best_epoch, self.best_score = 0, math.inf
         self.best: dict[str, float] = {}
         self.best_weights: list[np.ndarray] | None = None
+        if since is not None:  # a resumed fit: its best so far was in an earlier part
+            self.best_epoch, self.best, self.best_weights = since.best_epoch, dict(since.best), since.best_weights
+            self.best_score = self.sign * since.best[monitor]
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         metrics = _judged_alike({name: float(value) for name, value in (logs or {}).items()})
@@ -116,6 +131,21 @@ def _judged_alike(metrics: dict[str, float]) -> dict[str, float]:
         metrics["val_loss"] = metrics.pop(f"val_{PLAIN_LOSS}")
     metrics.pop(PLAIN_LOSS, None)
     return metrics
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """At each epoch's start, every random generator of the model (dropout, augmentation) restarts from a state
+    drawn from (`seed`, epoch) alone, so an epoch draws the same masks whether the fit was paused before it or
+    not (Keras saves no generator's state with a model)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        generators = [g for layer in self.model._flatten_layers() for g in layer._seed_generators]  # noqa: SLF001
+        for index, generator in enumerate(generators):
+            generator.state.assign(np.array([self.seed * 1_000 + index, epoch << 32], dtype=generator.state.dtype))
 
 
 class EpochSchedule(keras.callbacks.Callback):
@@ -201,25 +231,36 @@ def fit(
     initial_epoch: int = 0,
     deadline: float | None = None,
     verbose: int = 0,
+    seed: int = 0,
+    since: Progress | None = None,
+    pausing: bool = False,
 ) -> FitResult:
-    """Train up to epoch `epochs` (default `max_epochs`, the schedule's length), reporting `monitor` to `trial`.
+    """Train from epoch `initial_epoch` up to epoch `epochs` (default `max_epochs`, the schedule's length),
+    reporting `monitor` to `trial`; the batches' order and the model's random draws of each epoch come from
+    `seed` and the epoch alone (`EpochOrder`, `EpochSeeds`).
 
     `callbacks` see each epoch before the pruner judges it. A completed fit ends holding its best
-    epoch's weights; a non-finite metric stops it as diverged; a batch or an epoch that ends past
-    `deadline` (a `time.monotonic()` reading), with epochs still to go, stops it as pruned.
+    epoch's weights (`since` holds the best of the epochs before `initial_epoch`), unless it is `pausing`: then
+    it keeps its last weights, to be resumed, and the result carries the best. A non-finite metric stops it as
+    diverged; a batch or an epoch that ends past `deadline` (a `time.monotonic()` reading), with epochs still
+    to go, stops it as pruned.
     """
-    watch = _Watch(monitor, direction, trial, on_epoch, deadline)
+    from search.data.batches import EpochOrder, steps
+
+    watch = _Watch(monitor, direction, trial, on_epoch, deadline, since)
     schedule = schedule_callbacks(params, max_epochs)
     outcome, reason = FitOutcome.COMPLETED, ""
+    batch_size = int(params["batch_size"])
     started = time.perf_counter()
     try:
         model.fit(
-            data.train.batches(int(params["batch_size"]), shuffle=True),
+            data.train.batches(batch_size, shuffle=EpochOrder(seed, initial_epoch)),
             epochs=epochs or max_epochs,
             initial_epoch=initial_epoch,
-            validation_data=data.val.batches(int(params["batch_size"]), shuffle=False),
+            steps_per_epoch=steps(len(data.train), batch_size),
+            validation_data=data.val.batches(batch_size, shuffle=False),
             shuffle=False,  # the batches are shuffled
-            callbacks=[*schedule, *callbacks, watch],
+            callbacks=[EpochSeeds(seed), *schedule, *callbacks, watch],
             verbose=verbose,
         )
     except optuna.TrialPruned as pruned:
@@ -227,6 +268,6 @@ def fit(
     except _Diverged as diverged:
         outcome, reason = FitOutcome.DIVERGED, str(diverged)
     fit_seconds = time.perf_counter() - started
-    if watch.best_weights is not None and outcome is FitOutcome.COMPLETED:
+    if watch.best_weights is not None and outcome is FitOutcome.COMPLETED and not pausing:
         model.set_weights(watch.best_weights)
-    return FitResult(outcome, watch.history, watch.best_epoch, watch.best, fit_seconds, reason)
+    return FitResult(outcome, watch.history, watch.best_epoch, watch.best, fit_seconds, reason, watch.best_weights)

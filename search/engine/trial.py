@@ -28,6 +28,8 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = 
     """
     started = time.perf_counter()
     plan = ctx.plan
+    seed = trial_seed(plan.objective.seed, trial.number)
+    keras.utils.set_random_seed(seed)
     params = sample(trial, plan.space) if plan.space.hypermodel is None else {}  # a hypermodel draws as it builds
     run_id = ctx.tracker.start_trial(
         ctx.experiment_id, plan.study_name, trial.number, params, plan.inputs, ctx.study_run_id
@@ -35,28 +37,34 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = 
     trial.set_user_attr("mlflow_run_id", run_id)
     try:
         outcome = run_candidate(
-            _builder(trial, ctx, params, run_id),
+            trial_builder(trial, ctx, params, run_id),
             plan.objective,
             plan.data,
             trial=trial,
             on_epoch=lambda step, metrics: ctx.tracker.log_epoch(run_id, step, metrics),
             deadline=deadline,
+            seed=seed,
         )
         if outcome.model is not None:
             ctx.tracker.log_model_file(run_id, outcome.model)
     except (SetupError, KeyboardInterrupt) as error:
         reason = "interrupted (Ctrl-C, or the search stopped)" if isinstance(error, KeyboardInterrupt) else str(error)
-        _forget_models()
-        _close(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
+        forget_models()
+        close_trial(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
         raise
     summary = dict(outcome.summary)
     state, value, reason = outcome.state, outcome.value, outcome.reason
     del outcome
-    _forget_models()
+    forget_models()
     summary["trial_seconds"] = time.perf_counter() - started
     summary["peak_rss_mb"] = peak_rss_mb()
-    _close(trial, ctx, run_id, state, reason, summary)
+    close_trial(trial, ctx, run_id, state, reason, summary)
     return TrialReport(trial.number, state, value, reason, summary)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """Trial `number`'s seed: its initial weights, batches and random draws follow from it, on every machine."""
+    return seed * 100_003 + number
 
 
 def peak_rss_mb() -> float:
@@ -64,7 +72,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _builder(trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar], run_id: str) -> Callable[[], Built]:
+def trial_builder(
+    trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar], run_id: str
+) -> Callable[[], Built]:
     """How the trial builds its model: from the space's parameters, or through the hypermodel, whose values are
     logged as far as it drew them, even when its build fails."""
     space, data = ctx.plan.space, ctx.plan.data
@@ -82,14 +92,15 @@ def _builder(trial: optuna.Trial, ctx: SearchContext, params: dict[str, Scalar],
     return build
 
 
-def _forget_models() -> None:
+def forget_models() -> None:
     """Free what Keras holds between trials, so a long search does not grow (clear_session collects garbage)."""
     keras.backend.clear_session()
 
 
-def _close(
+def close_trial(
     trial: optuna.Trial, ctx: SearchContext, run_id: str, state: TrialState, reason: str, summary: dict[str, float]
 ) -> None:
+    """Close the trial's MLflow run with its state, reason and summary, which the Optuna trial keeps too."""
     ctx.tracker.finish_trial(run_id, state, summary, reason)
     for key, value in summary.items():
         trial.set_user_attr(key, value)

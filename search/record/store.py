@@ -51,6 +51,10 @@ class Store:
         """Where a folder's images are decoded once for every search and promotion of this store."""
         return self.folder / "image-cache"
 
+    def checkpoints(self, study_name: str) -> Path:
+        """Where the study's paused trials keep their checkpoints."""
+        return self.folder / "checkpoints" / study_name
+
     @property
     def tracking(self) -> str:
         return self.tracking_uri or f"sqlite:///{(self.folder / 'mlflow.db').resolve()}"

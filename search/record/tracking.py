@@ -33,6 +33,7 @@ TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "databrick
 # MLflow has no 'pruned' status: its table shows pruned trials as Killed (by the pruner), failed ones as Failed.
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting: the UI groups a study's trials under its study run
+PAUSED_TAG = "atelier.paused_at"  # the epoch a paused trial waits at
 STUDY_KIND, STUDY_RUN = "study", "study-report"
 MODEL_FILE = "model.keras"
 
@@ -211,6 +212,15 @@ class Tracker:
             path = Path(folder) / MODEL_FILE
             model.save(path)
             self.client.log_artifact(run_id, str(path))
+
+    def pause_trial(self, run_id: str, epoch: int) -> None:
+        """Mark the run of a trial paused at a rung; it stays open, and its epochs continue when it resumes."""
+        self.client.log_batch(run_id, tags=[RunTag("atelier.state", "PAUSED"), RunTag(PAUSED_TAG, str(epoch))])
+
+    def resume_trial(self, run_id: str) -> None:
+        """Mark the run of a paused trial running again."""
+        self.client.set_tag(run_id, "atelier.state", TrialState.RUNNING.name)
+        self.client.delete_tag(run_id, PAUSED_TAG)
 
     def finish_trial(self, run_id: str, state: TrialState, summary: Mapping[str, float], reason: str = "") -> None:
         """Close the run with its summary metrics and its state (and the reason, if it did not complete)."""
