@@ -21,6 +21,7 @@ from search.engine.algorithms import first_rung, make_sampler
 from search.engine.asha import PAUSED_AT, promotions, rungs
 from search.engine.candidate import Rejected, TrialOutcome, build_checked, judge, space_build
 from search.engine.checkpoints import Checkpoints
+from search.engine.segments import first_stop
 from search.engine.train import FitOutcome, Progress, fit
 from search.engine.trial import trial_seed
 from search.engine.warm_start import first_configurations, queue_configurations
@@ -62,7 +63,7 @@ def asha_search(job: Job, ledger: Ledger, folder: Path) -> Search:
             except Rejected as rejected:
                 _told(study, trial, rejected.outcome, ledger, search)
                 continue
-            part, stop = _Part(trial, model, dict(params), 0, None), ladder[0]
+            part, stop = _Part(trial, model, dict(params), 0, None), first_stop(trial, ladder)
         result = fit(
             part.model,
             data,

@@ -24,6 +24,7 @@ from search.engine.plan import SearchContext, TrialReport
 from search.engine.recovery import worker_id
 from search.engine.train import FitOutcome, Progress, fit
 from search.engine.trial import close_trial, forget_models, peak_rss_mb, trial_builder, trial_seed
+from search.engine.warm_start import SOURCE_ATTR
 from search.errors import SetupError
 from search.models.hypermodel import fit_data
 from search.models.sampling import sample
@@ -118,7 +119,13 @@ def _started(study: optuna.Study, ctx: SearchContext, ladder: tuple[int, ...]) -
         raise
     if plan.space.hypermodel is not None:
         trial.set_user_attr("fit_params", dict(fit_params))
-    return Part(trial, run_id, model, dict(fit_params), 0, ladder[0], None, started)
+    return Part(trial, run_id, model, dict(fit_params), 0, first_stop(trial, ladder), None, started)
+
+
+def first_stop(trial: optuna.Trial, ladder: tuple[int, ...]) -> int:
+    """Where a new trial's first part ends: its first rung; the last for a queued configuration (a space's
+    `[reference]`, a warm start), measured rather than screened: it reports at every rung, and trains on."""
+    return ladder[-1] if SOURCE_ATTR in trial.user_attrs else ladder[0]
 
 
 def _train(
