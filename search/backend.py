@@ -47,6 +47,9 @@ if "tensorflow" not in sys.modules and not VERBOSE:
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+if not VERBOSE:  # TensorFlow's Python warnings (a loaded model's retracing, AutoGraph's notes) are not the user's
+    tf.get_logger().setLevel("ERROR")
+
 __all__ = ["keras", "limit_threads", "tf"]
 
 

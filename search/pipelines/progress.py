@@ -63,8 +63,9 @@ class Progress:
         best = None if report.state is TrialState.FAIL else best
         value = f"{metric} {best:.4f}" if best is not None else f"{metric} -"
         accuracy = summary.get("best_val_accuracy")
+        state = "PAUSED" if report.paused_at else report.state.name
         self._print(
-            f"[{self.done:>3}/{self.objective.trials}] trial {report.number:<4} {report.state.name:<8} {value}"
+            f"[{self.done:>3}/{self.objective.trials}] trial {report.number:<4} {state:<8} {value}"
             f"{f'  val_accuracy {accuracy:.4f}' if accuracy is not None else ''}"
             f"  epochs {int(summary.get('epochs', 0))}/{self.objective.max_epochs}"
             f"  {summary.get('trial_seconds', 0):.1f} s  | best {self.best}"
