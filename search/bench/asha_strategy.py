@@ -18,7 +18,7 @@ from search.backend import keras
 from search.bench.strategies import Job, Ledger, LedgerCallback, Search, holdout_accuracy, label, leads
 from search.config.schema import Scalar
 from search.engine.algorithms import first_rung, make_sampler
-from search.engine.asha import PAUSED_AT, promotions, rungs
+from search.engine.asha import PAUSED_AT, PROMOTED, promotions, rungs
 from search.engine.candidate import Rejected, TrialOutcome, build_checked, judge, space_build
 from search.engine.checkpoints import Checkpoints
 from search.engine.segments import first_stop
@@ -53,6 +53,7 @@ def asha_search(job: Job, ledger: Ledger, folder: Path) -> Search:
         if promotion is not None:
             trial, params = paused.pop(promotion.number)
             trial.set_user_attr(PAUSED_AT, None)
+            trial.set_user_attr(PROMOTED.format(promotion.start), [promotion.rank, promotion.ranked])
             model, since, start = checkpoints.load(promotion.number)
             part, stop = _Part(trial, model, params, start, since), promotion.stop
         else:

@@ -16,6 +16,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
+from search.engine.asha import PROMOTED
+
+PROMOTED_PREFIX = PROMOTED.format("")  # asha's record of a promotion from epoch K
 MIN_TRIALS = 3  # fewer trials than this at a rung make no ranking worth a correlation
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # a pruned trial's last epoch is where it stopped
 
@@ -67,11 +70,15 @@ def judged_epochs(trials: Sequence[FrozenTrial]) -> list[int]:
 
     Optuna's successive halving (atelier's `halving`, and each `hyperband` bracket) records a trial's value at
     every rung it reaches (`completed_rung_K`): its rungs are the epochs that reported those values (the first
-    epoch after the rung before with that value). Without that record (the median pruner judges every epoch,
+    epoch after the rung before with that value); the `asha` pruner records each promotion (`promoted_at_K`),
+    and its rungs are those K. Without either record (the median pruner judges every epoch,
     no pruner none), every epoch some trial trained past.
     """
     judged = set()
     for trial in trials:
+        judged |= {
+            int(key.removeprefix(PROMOTED_PREFIX)) for key in trial.user_attrs if key.startswith(PROMOTED_PREFIX)
+        }
         after = 0
         for rung in itertools.count():
             key = f"completed_rung_{rung}"
