@@ -23,7 +23,7 @@ from search.engine.checkpoints import Checkpoints
 from search.engine.plan import SearchContext, TrialReport
 from search.engine.recovery import worker_id
 from search.engine.train import FitOutcome, Progress, fit
-from search.engine.trial import close_trial, forget_models, peak_rss_mb, trial_builder, trial_seed
+from search.engine.trial import close_trial, forget_models, peak_rss_mb, stop_reason, trial_builder, trial_seed
 from search.engine.warm_start import SOURCE_ATTR
 from search.errors import SetupError
 from search.models.hypermodel import fit_data
@@ -113,8 +113,8 @@ def _started(study: optuna.Study, ctx: SearchContext, ladder: tuple[int, ...]) -
     except Rejected as rejected:
         outcome = rejected.outcome
         return _end(trial, ctx, run_id, outcome.state, None, outcome.reason, dict(outcome.summary), started)
-    except (SetupError, KeyboardInterrupt):
-        close_trial(trial, ctx, run_id, TrialState.FAIL, "interrupted (Ctrl-C, or the search stopped)", {})
+    except (SetupError, KeyboardInterrupt) as error:
+        close_trial(trial, ctx, run_id, TrialState.FAIL, stop_reason(error), {})
         study.tell(trial, state=TrialState.FAIL)
         raise
     if plan.space.hypermodel is not None:
@@ -151,8 +151,8 @@ def _train(
             since=part.since,
             pausing=pausing,
         )
-    except (SetupError, KeyboardInterrupt):
-        _interrupted(part, ctx, checkpoints)
+    except (SetupError, KeyboardInterrupt) as error:
+        _interrupted(part, ctx, checkpoints, stop_reason(error))
         raise
     except Exception as error:
         checkpoints.remove(number)
@@ -178,14 +178,14 @@ def _train(
     return _end(trial, ctx, part.run_id, outcome.state, outcome.value, outcome.reason, summary, part.started)
 
 
-def _interrupted(part: Part, ctx: SearchContext, checkpoints: Checkpoints) -> None:
+def _interrupted(part: Part, ctx: SearchContext, checkpoints: Checkpoints, reason: str) -> None:
     """Ctrl-C, or the search stopped: a resumed trial waits, paused at its checkpoint, for the next search; a
     trial in its first part fails, as `run_trial` fails it."""
     if part.since is not None:
         part.trial.set_user_attr(PAUSED_AT, part.start)
         checkpoints.release(part.trial.number)
         return
-    close_trial(part.trial, ctx, part.run_id, TrialState.FAIL, "interrupted (Ctrl-C, or the search stopped)", {})
+    close_trial(part.trial, ctx, part.run_id, TrialState.FAIL, reason, {})
     part.trial.study.tell(part.trial, state=TrialState.FAIL)
 
 

@@ -48,7 +48,7 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = 
         if outcome.model is not None:
             ctx.tracker.log_model_file(run_id, outcome.model)
     except (SetupError, KeyboardInterrupt) as error:
-        reason = "interrupted (Ctrl-C, or the search stopped)" if isinstance(error, KeyboardInterrupt) else str(error)
+        reason = stop_reason(error)
         forget_models()
         close_trial(trial, ctx, run_id, TrialState.FAIL, reason, {"trial_seconds": time.perf_counter() - started})
         raise
@@ -60,6 +60,11 @@ def run_trial(trial: optuna.Trial, ctx: SearchContext, deadline: float | None = 
     summary["peak_rss_mb"] = peak_rss_mb()
     close_trial(trial, ctx, run_id, state, reason, summary)
     return TrialReport(trial.number, state, value, reason, summary)
+
+
+def stop_reason(error: BaseException) -> str:
+    """Why a trial stopped with the search: Ctrl-C (or the search stopped), or a setup error's own words."""
+    return "interrupted (Ctrl-C, or the search stopped)" if isinstance(error, KeyboardInterrupt) else str(error)
 
 
 def trial_seed(seed: int, number: int) -> int:
