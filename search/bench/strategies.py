@@ -52,6 +52,7 @@ from search.data.batches import predict_proba
 from search.engine.algorithms import first_rung, make_pruner, make_sampler
 from search.engine.candidate import TrialOutcome, run_candidate, space_build
 from search.engine.cores import CoreMeter
+from search.engine.trial import trial_seed
 from search.engine.warm_start import first_configurations, queue_configurations
 from search.engine.worker_server import start_worker_server
 from search.errors import SetupError
@@ -263,6 +264,7 @@ def _optuna_search(job: Job, ledger: Ledger) -> Search:
             data,
             trial=trial,
             callbacks=[LedgerCallback(ledger)],
+            seed=trial_seed(job.seed, trial.number),
         )
         if outcome.model is not None and leads(study, outcome.value, objective.direction):
             search.handed_over.append((ledger.epochs, holdout_accuracy(outcome.model, job.holdout)))
