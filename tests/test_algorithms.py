@@ -52,8 +52,8 @@ def test_one_workers_run_is_reproducible_from_its_seed(name: str) -> None:
 def test_unknown_names_are_setup_errors() -> None:
     with pytest.raises(SetupError, match="unknown sampler 'bayes'; use one of tpe, random, cmaes, gp"):
         make_sampler("bayes", 0, 10)
-    with pytest.raises(SetupError, match="unknown pruner 'asha'; use one of"):
-        make_pruner("asha", 5)
+    with pytest.raises(SetupError, match="unknown pruner 'pbt'; use one of halving, asha, hyperband, median, none"):
+        make_pruner("pbt", 5)
 
 
 def test_no_trial_is_judged_during_its_warm_up() -> None:

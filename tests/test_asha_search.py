@@ -49,8 +49,9 @@ def _args(study: str, trials: int) -> list[str]:
 def _check_ladder(trials: list[FrozenTrial]) -> None:
     """No trial climbed uncontested: every trial that trained past a rung was promoted from it ranked in the top
     third of at least ETA trials there, and at every rung fewer trials went on than reached it."""
-    for trial in (t for t in trials if SOURCE_ATTR not in t.user_attrs):  # a queued one is measured, not screened
-        for rung in (r for r in LADDER[:-1] if trial.last_step > r):
+    screened = [t for t in trials if SOURCE_ATTR not in t.user_attrs and t.state is not TrialState.FAIL]
+    for trial in screened:  # a queued one is measured, not screened; an orphan failed
+        for rung in (r for r in LADDER[:-1] if (trial.last_step or 0) > r):
             rank, ranked = trial.user_attrs[PROMOTED.format(rung)]
             assert ranked >= ETA and rank <= ranked // ETA, (trial.number, rung, rank, ranked)
     for rung, after in zip(LADDER, LADDER[1:], strict=False):
