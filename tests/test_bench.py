@@ -209,7 +209,7 @@ def test_the_optuna_runs_early_judgements_are_ranked_against_their_ends(bench: t
     workdir, _ = bench
     rungs = pd.read_csv(workdir / "out" / "rungs.csv")
     assert list(rungs.columns) == ["strategy", "seed", "epoch", "trials", "spearman", "kendall", "best_rank"]
-    assert set(rungs["strategy"]) <= {"atelier", "optuna-tpe", "optuna-random"} and len(rungs)
+    assert set(rungs["strategy"]) <= {"atelier", "optuna-tpe", "optuna-random", "atelier-asha"} and len(rungs)
     judged = rungs.dropna(subset=["spearman"])
     assert judged["spearman"].between(-1, 1).all() and (judged["trials"] >= 3).all()
 

@@ -17,7 +17,7 @@ BAD_RUNS = {
     "misspelt parameter": (["--space", "typo.toml"], "did you mean 'conv_filters'?"),
     "metric training does not produce": (["--objective", "metric.toml"], "training does not produce 'val_f1'"),
     "unknown sampler": (["--sampler", "grid"], "unknown sampler 'grid'"),
-    "unknown pruner": (["--pruner", "asha"], "unknown pruner 'asha'"),
+    "unknown pruner": (["--pruner", "pbt"], "unknown pruner 'pbt'"),
     "no trials": (["--trials", "0"], "search.trials: must be at least 1"),
     "empty data folder": (["--objective", "fashion-mnist", "--data-dir", "empty"], "no Fashion-MNIST files there"),
     "tracking URI that is not one": (["--tracking-uri", "ftp://host/x"], "is not one MLflow can use"),

@@ -221,7 +221,7 @@ BAD_OBJECTIVES = [
         "monitor one of loss, accuracy, val_loss, val_accuracy",
     ),
     ("unknown-sampler", VALID_DATA + '[search]\nsampler = "grid"\n', "search.sampler", "use one of tpe, random"),
-    ("unknown-pruner", VALID_DATA + '[search]\npruner = "asha"\n', "search.pruner", "use one of halving, hyperband"),
+    ("unknown-pruner", VALID_DATA + '[search]\npruner = "pbt"\n', "search.pruner", "use one of halving, asha"),
     (
         "validation-fraction-one",
         '[data]\nsource = "digits"\nvalidation_fraction = 1\n',

@@ -139,8 +139,11 @@ def optimize(
                 try:
                     kind, payload = receive.recv()
                 except EOFError:
-                    failures += _ended(live.pop(receive), study, storage, plan, on_note)
-                    idle = reports.pop(receive) == 0  # it found nothing to do: wait for the others' reports
+                    died = _ended(live.pop(receive), study, storage, plan, on_note)
+                    failures += died
+                    # asha: a worker that found nothing to do waits for the others' reports before another forks
+                    found_nothing = reports.pop(receive) == 0
+                    idle = objective.pruner == "asha" and not died and found_nothing
                     continue
                 if kind == "error":
                     raise SetupError(payload)
